@@ -1,0 +1,1 @@
+"""Neural-network building blocks, the model factory, bandits and lazy tracing."""
