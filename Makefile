@@ -11,6 +11,9 @@ PYTEST_ARGS ?=
 # Optional torch requirement installed before the project, e.g. TORCH="torch==2.13.0" for a local CPU build.
 TORCH ?=
 
+# Jupyter refuses to start as root unless told; containers and cloud machines often run as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 # Headless machines render MuJoCo with EGL (software rendering works without a GPU or display).
 ifeq ($(strip $(DISPLAY)),)
 export MUJOCO_GL ?= egl
@@ -28,17 +31,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(if $(TORCH),$(BIN)/pip install "$(TORCH)")
+	$(if $(TORCH),$(BIN)/pip install $(TORCH))
 	$(BIN)/pip install -e .
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(if $(TORCH),$(BIN)/pip install "$(TORCH)")
+	$(if $(TORCH),$(BIN)/pip install $(TORCH))
 	$(BIN)/pip install -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
 course: $(VENV)/.installed
-	$(BIN)/jupyter lab --ServerApp.root_dir=course $(JUPYTER_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=course $(ALLOW_ROOT) $(JUPYTER_ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -147,16 +147,14 @@ class CategoricalFromEmbedding(nn.Module):
 
 
 def task_index(task: torch.Tensor, n_tasks: int | None = None) -> torch.Tensor:
-    """A task given as an index ``[B]`` or a one-hot ``[B, K]`` -> an index ``[B]`` (int64)."""
-    if task.ndim == 1 and not task.is_floating_point():
-        index = task.long()
-    elif task.ndim == 2:
-        index = task.argmax(dim=-1)
-    else:
+    """A task given as an index (integer ``[B]`` or ``[B, 1]``) or a one-hot ``[B, K]`` -> an index ``[B]`` (int64)."""
+    if not task.is_floating_point() and (task.ndim == 1 or (task.ndim == 2 and task.shape[1] == 1)):
+        return task.reshape(-1).long()
+    if task.ndim != 2:
         raise ValueError(f"task must be an index [B] (integer) or a one-hot [B, K]; got {tuple(task.shape)}")
-    if n_tasks is not None and task.ndim == 2 and task.shape[1] != n_tasks:
+    if n_tasks is not None and task.shape[1] != n_tasks:
         raise ValueError(f"task one-hot has {task.shape[1]} entries; expected {n_tasks}")
-    return index
+    return task.argmax(dim=-1)
 
 
 class MultiHeadGaussianFromEmbedding(nn.Module):
@@ -342,7 +340,7 @@ class SplitTaskInput(nn.Module):
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if self.key not in obs:
-            raise KeyError(f"SplitTaskInput: observation has no {self.key!r} key; keys: {sorted(obs)}")
+            raise ValueError(f"SplitTaskInput: observation has no {self.key!r} key; keys: {sorted(obs)}")
         rest = {k: v for k, v in obs.items() if k != self.key}
         return rest, task_index(obs[self.key])
 

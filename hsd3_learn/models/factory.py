@@ -338,11 +338,17 @@ def _build_shorthand(name: str, obs_space: Any, action_space: Any, kwargs: dict[
     if not isinstance(obs_space, gym.Space) or not isinstance(action_space, gym.Space):
         raise TypeError(f"{name}: needs gymnasium spaces for observation and action; got {obs_space!r}, {action_space!r}")
     build = SHORTHANDS[name]
-    fixed = {"name", "obs_space", "action_space", *build.preset}  # the shorthand's name already fixes these
-    accepted = set(inspect.signature(build.builder).parameters) - fixed
+    params = inspect.signature(build.builder).parameters
+    fixed = sorted(set(kwargs) & set(build.preset))
+    if fixed:
+        raise ValueError(f"{name}: options {fixed} are fixed by the shorthand's name; choose another shorthand")
+    accepted = set(params) - {"name", "obs_space", "action_space", *build.preset}
     unknown = set(kwargs) - accepted
     if unknown:
         raise ValueError(f"{name}: unknown options {sorted(unknown)}; valid: {sorted(accepted)}")
+    required = [k for k in accepted if params[k].default is inspect.Parameter.empty and k not in kwargs]
+    if required:
+        raise ValueError(f"{name}: missing required options {sorted(required)}, e.g. {{name: {name}, {required[0]}: ...}}")
     return build(obs_space, action_space, **kwargs)
 
 
