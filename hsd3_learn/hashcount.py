@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+__all__ = ["HashingCounter"]
+
 DEFAULT_BUCKET_SIZES = (999931, 999953, 999959, 999961, 999979, 999983)
 
 

@@ -42,6 +42,8 @@ import imageio.v2 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+__all__ = ["RenderQueue", "ensure_headless_gl", "overlay_text", "read_video", "to_uint8_rgb", "write_video"]
+
 __all__ = [
     "ensure_headless_gl",
     "overlay_text",

@@ -29,6 +29,8 @@ from torch import Tensor
 
 from hsd3_learn.utils import atomic_save
 
+__all__ = ["ReplayBuffer"]
+
 
 class ReplayBuffer:
     """A ring of preallocated tensors, one per key, each of shape [capacity, *row_shape]."""

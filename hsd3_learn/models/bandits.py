@@ -47,6 +47,24 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "Agent57Bandit",
+    "BANDITS",
+    "Bandit",
+    "DiscountedUCBBandit",
+    "EpsGreedyBandit",
+    "SlidingWindowUCBBandit",
+    "ThompsonBandit",
+    "UCBBandit",
+    "UniformBandit",
+    "argmax_lowest",
+    "make_bandit",
+    "masked_mean",
+    "mix_with_uniform",
+    "one_hot",
+    "ucb_scores",
+]
+
 Seed = int | np.random.Generator | None
 
 # Monte Carlo draws used by ThompsonBandit.dist(); the standard error of each probability is <= 0.005.
