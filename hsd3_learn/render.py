@@ -34,6 +34,7 @@ import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -43,15 +44,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["RenderQueue", "ensure_headless_gl", "overlay_text", "read_video", "to_uint8_rgb", "write_video"]
-
-__all__ = [
-    "ensure_headless_gl",
-    "overlay_text",
-    "read_video",
-    "RenderQueue",
-    "to_uint8_rgb",
-    "write_video",
-]
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
 _CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -279,6 +271,12 @@ class RenderQueue:
     One worker encodes the videos in order (ffmpeg itself uses several cores). By default it is a separate
     process started with ``spawn``, which is safe even when the trainer holds CUDA, MuJoCo or threads;
     ``use_process=False`` uses a thread instead, which starts instantly and needs no pickling.
+
+    ``spawn`` starts the worker by importing the script that created the queue again. A script whose
+    top-level code is not under ``if __name__ == "__main__":`` therefore runs again inside the worker,
+    which then dies, and the pool is broken (``BrokenProcessPool``); ``push`` and ``close`` report that
+    with the two fixes: add the guard, or use ``use_process=False``. Notebooks and code called from a
+    guarded ``main()`` are fine.
     """
 
     def __init__(self, use_process: bool = True) -> None:
@@ -306,7 +304,10 @@ class RenderQueue:
             raise RuntimeError("this RenderQueue is closed; create a new one to write more videos")
         frame_copies = [np.array(frame) for frame in frames]
         text_copies = None if texts is None else list(texts)
-        future = self._executor.submit(write_video, path, frame_copies, fps, text_copies)
+        try:
+            future = self._executor.submit(write_video, path, frame_copies, fps, text_copies)
+        except BrokenProcessPool:
+            raise RuntimeError(_broken_pool_message(f"{path} cannot be queued")) from None
         self._pending.append((Path(path), future))
 
     def close(self) -> list[Path]:
@@ -316,20 +317,25 @@ class RenderQueue:
             The videos written since the queue was created, in push order.
 
         Raises:
-            RuntimeError: naming every video that failed and why (the others are still written).
+            RuntimeError: when the worker process died (see the class docstring), or naming every video
+                that failed and why (the others are still written).
         """
         if self._closed:
             return []
         self._closed = True
         self._executor.shutdown(wait=True)
-        written, failures = [], []
+        written, failures, lost = [], [], 0
         for path, future in self._pending:
             error = future.exception()
             if error is None:
                 written.append(path)
+            elif isinstance(error, BrokenProcessPool):
+                lost += 1
             else:
                 failures.append(f"{path}: {type(error).__name__}: {error}")
         self._pending.clear()
+        if lost:
+            raise RuntimeError(_broken_pool_message(f"{lost} video(s) were not written"))
         if failures:
             raise RuntimeError(f"{len(failures)} video(s) failed: " + "; ".join(failures))
         return written
@@ -341,6 +347,15 @@ class RenderQueue:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _broken_pool_message(consequence: str) -> str:
+    """The one-line explanation of a dead worker process, with both ways to fix it."""
+    return (
+        f"the RenderQueue worker process died, so {consequence}; with use_process=True it is "
+        "started with 'spawn', which re-runs the calling script's top-level code: put that code under "
+        "`if __name__ == \"__main__\":` or create the queue with RenderQueue(use_process=False)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

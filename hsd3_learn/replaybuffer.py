@@ -14,7 +14,8 @@ Deliberate differences from the original hucc `ReplayBuffer`:
 - Every put checks keys, row shapes and dtypes against the first put: a mismatch is an error, not corrupted memory.
 - `put` appends any whole number of env steps in one vectorised write; `put_row` is the one-step special case.
 - `get_batch_where` also takes an explicit boolean mask, and the unused `priority_key` is gone.
-- Sampling takes an optional `torch.Generator` so tests and experiments are reproducible.
+- Sampling takes an optional `torch.Generator` so tests and experiments are reproducible; indices are drawn on the
+  generator's device (the CPU without one) and then moved to the storage, so a seed picks the same rows on any device.
 - `save`/`load` go through `state_dict` with an atomic write and a `weights_only` load (hucc pickled `__dict__`),
   so a job killed mid-save never leaves a truncated file and loading runs no pickled code.
 - `clear()` empties the ring but keeps the allocated storage (and therefore its keys, shapes and dtypes).
@@ -152,10 +153,24 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------- sampling
 
+    def _physical(self, logical: Tensor) -> Tensor:
+        """Storage slots (on the storage device) of logical indices of any shape S, on any device."""
+        return (self._start + logical.to(self._device)) % self._capacity
+
     def _gather(self, logical: Tensor) -> dict[str, Tensor]:
-        """Rows at CPU logical indices of any shape S -> {key: [*S, *row_shape]}."""
-        physical = ((self._start + logical) % self._capacity).to(self._device)
+        """Rows at logical indices of any shape S -> {key: [*S, *row_shape]}."""
+        physical = self._physical(logical)
         return {key: stored[physical] for key, stored in self._storage.items()}
+
+    def _random_indices(self, high: int, size: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        """Uniform ints in [0, high) of shape `size`, on the storage device.
+
+        They are drawn on the generator's device (a generator only draws on its own device), or on the CPU without
+        one, so the same seed picks the same rows whether the storage lives on the CPU or a GPU.
+        """
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        indices = torch.randint(high, size, generator=generator, device=draw_device)
+        return indices.to(self._device)
 
     def _require_rows(self, what: str, needed: int = 1) -> None:
         if self._size < needed:
@@ -167,11 +182,13 @@ class ReplayBuffer:
             raise ValueError(f"{what}: n must be a positive int, got {n!r}")
 
     def get_batch(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """n rows drawn uniformly with replacement from the valid rows -> {key: [n, *row_shape]}."""
+        """n rows drawn uniformly with replacement from the valid rows -> {key: [n, *row_shape]}.
+
+        Indices are drawn on `generator`'s device (the CPU without a generator), then moved to the storage device.
+        """
         self._check_count("get_batch", n)
         self._require_rows("get_batch")
-        logical = torch.randint(self._size, (n,), generator=generator)
-        return self._gather(logical)
+        return self._gather(self._random_indices(self._size, (n,), generator))
 
     def get_batch_where(
         self, n: int, where: str | Tensor, generator: torch.Generator | None = None
@@ -179,7 +196,7 @@ class ReplayBuffer:
         """Like `get_batch`, but only from rows whose flag is true.
 
         `where` names a boolean key with one element per row (e.g. SAC-MT's `start_state`), or is a bool mask [len]
-        over the valid rows in insertion order.
+        over the valid rows in insertion order. Indices are drawn as in `get_batch`.
         """
         self._check_count("get_batch_where", n)
         self._require_rows("get_batch_where")
@@ -187,38 +204,41 @@ class ReplayBuffer:
         candidates = mask.nonzero().squeeze(1)
         if candidates.numel() == 0:
             raise ValueError("get_batch_where: no valid row is flagged true")
-        choice = torch.randint(candidates.numel(), (n,), generator=generator)
+        choice = self._random_indices(candidates.numel(), (n,), generator)
         return self._gather(candidates[choice])
 
     def _where_mask(self, where: str | Tensor) -> Tensor:
-        """A CPU bool mask [len] over the valid rows in insertion order."""
+        """A bool mask [len] on the storage device over the valid rows in insertion order."""
         if isinstance(where, str):
             if where not in self._storage:
                 raise ValueError(f"get_batch_where: unknown key '{where}', stored keys are {self.keys()}")
-            flags = self._gather(torch.arange(self._size))[where]
-            if flags.dtype != torch.bool or flags[0].numel() != 1:
+            stored = self._storage[where]
+            if stored.dtype != torch.bool or stored[0].numel() != 1:
                 raise ValueError(
                     f"get_batch_where: key '{where}' must hold one bool per row, "
-                    f"got dtype {flags.dtype} with row shape {tuple(flags.shape[1:])}"
+                    f"got dtype {stored.dtype} with row shape {tuple(stored.shape[1:])}"
                 )
-            return flags.reshape(self._size).cpu()
+            # Only the flag column is read, and only at the valid slots: the other keys may be large.
+            physical = self._physical(torch.arange(self._size))
+            return stored[physical].reshape(self._size)
         if not isinstance(where, Tensor) or where.dtype != torch.bool or where.shape != (self._size,):
             raise ValueError(f"get_batch_where: where must be a key or a bool tensor of shape ({self._size},)")
-        return where.cpu()
+        return where.to(self._device)
 
     def get_trajs(self, n: int, length: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """n windows of `length` consecutive steps of one env each -> {key: [n, length, *row_shape]}.
 
         Window starts are uniform over the valid rows that leave room for the whole window, so a window never runs
         past the newest row into the oldest one (the ring's overwrite point). Episode ends are not respected.
+        Start indices are drawn as in `get_batch`.
         """
         self._check_count("get_trajs", n)
         if not isinstance(length, int) or length <= 0:
             raise ValueError(f"get_trajs: length must be a positive int, got {length!r}")
         span = (length - 1) * self._interleave
         self._require_rows(f"get_trajs(length={length})", span + 1)
-        first = torch.randint(self._size - span, (n, 1), generator=generator)
-        logical = first + torch.arange(length) * self._interleave
+        first = self._random_indices(self._size - span, (n, 1), generator)
+        logical = first + torch.arange(length, device=self._device) * self._interleave
         return self._gather(logical)
 
     def get_batch_back(self, n: int) -> dict[str, Tensor]:

@@ -60,8 +60,12 @@ def th_flatten(space: gym.Space, x: TensorTree) -> torch.Tensor:
         missing = [k for k in space.spaces if k not in x]
         if missing:
             raise ValueError(f"Dict space: missing keys {missing}; expected {list(space.spaces)}")
+        if not space.spaces:
+            raise ValueError("Dict space: cannot flatten an empty Dict (it has no features)")
         parts = [th_flatten(sub, x[key]) for key, sub in space.spaces.items()]
-        dtype = torch.promote_types(parts[0].dtype, torch.get_default_dtype()) if parts else None
+        dtype = torch.get_default_dtype()
+        for part in parts:  # float64 anywhere -> float64 everywhere; never downcast
+            dtype = torch.promote_types(dtype, part.dtype)
         return torch.cat([p.to(dtype) for p in parts], dim=-1)
     _check_supported(space)
     raise AssertionError("unreachable")  # pragma: no cover

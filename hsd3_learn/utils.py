@@ -15,7 +15,8 @@ Differences from the original ``hucc.utils``:
 2. Fused Adam comes from ``torch.optim.Adam(fused=True)`` on CUDA instead of apex's ``FusedAdam``.
 3. ``dim_select`` is one gather-based rule covering the three cases hucc special-cased, and fails with a message
    listing them instead of "can't dim_select".
-4. The signal hook defers the checkpoint to a safe point of the training loop by default (checkpointing from
+4. ``sorted_nicely`` compares letters case-insensitively (``"X3"`` sorts between ``"x2"`` and ``"x10"``).
+5. The signal hook defers the checkpoint to a safe point of the training loop by default (checkpointing from
    inside a signal handler could save a half-applied optimizer step); ``immediate=True`` gives hucc's behaviour.
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "atomic_save",
     "dim_select",
     "env_seeds",
+    "fused_kwargs",
     "make_optim",
     "PreemptionHook",
     "resolve_device",
@@ -66,6 +68,18 @@ def _to_container(cfg: Any) -> Any:
     return cfg
 
 
+def fused_kwargs(target: str, kwargs: dict[str, Any], all_on_cuda: bool, fuse: bool = True) -> dict[str, Any]:
+    """Optimizer kwargs with ``fused=True`` added when it helps: Adam/AdamW/SGD, every parameter on CUDA.
+
+    An explicit ``fused`` or ``foreach`` in the config wins. hucc's own ``fuse:`` key is understood and removed.
+    """
+    kwargs = dict(kwargs)
+    fuse = bool(kwargs.pop("fuse", fuse))
+    if fuse and all_on_cuda and target in _FUSABLE and "fused" not in kwargs and "foreach" not in kwargs:
+        kwargs["fused"] = True
+    return kwargs
+
+
 def _build_optimizer(cfg: dict, module: nn.Module, path: str, fuse: bool) -> torch.optim.Optimizer | None:
     """One ``_target_`` config -> an optimizer over ``module``'s trainable parameters (None if it has none)."""
     from hydra.utils import get_class
@@ -73,16 +87,13 @@ def _build_optimizer(cfg: dict, module: nn.Module, path: str, fuse: bool) -> tor
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         return None
-    kwargs = {k: v for k, v in cfg.items() if k != "_target_"}
     target = cfg["_target_"]
     try:
         optim_cls = get_class(target)
     except Exception as err:  # hydra raises several types; the message is what matters
         raise ValueError(f"optim.{path}: cannot import optimizer class {target!r} ({err})") from None
-    on_cuda = all(p.is_cuda for p in params)
-    if fuse and on_cuda and target in _FUSABLE and "fused" not in kwargs and "foreach" not in kwargs:
-        kwargs["fused"] = True
-    return optim_cls(params, **kwargs)
+    options = {k: v for k, v in cfg.items() if k != "_target_"}
+    return optim_cls(params, **fused_kwargs(target, options, all(p.is_cuda for p in params), fuse))
 
 
 def make_optim(optim_cfg: Any, model: nn.Module, fuse: bool = True, _path: str = "") -> Any:
@@ -96,7 +107,8 @@ def make_optim(optim_cfg: Any, model: nn.Module, fuse: bool = True, _path: str =
     Args:
         optim_cfg: dict or OmegaConf ``DictConfig``; keys must name children of ``model``.
         model: the module (usually an ``nn.ModuleDict``) the config describes.
-        fuse: use ``fused=True`` for Adam/AdamW/SGD when every parameter is on CUDA (ignored on CPU).
+        fuse: use ``fused=True`` for Adam/AdamW/SGD when every parameter is on CUDA (ignored on CPU). The decision
+            is made here, so move the model to its device *before* building its optimizers.
 
     Returns:
         An optimizer, ``None``, or a nested ``dict`` of them with the config's keys.
@@ -195,8 +207,9 @@ class PreemptionHook:
 
     By default the handler only records the signal; the training loop calls :meth:`checkpoint_if_requested` at
     a safe point (between updates), which saves and then calls the previously installed Python handler, so
-    handlers installed by Hydra, submitit or the user keep working. With ``immediate=True`` the checkpoint runs
-    inside the handler itself, as hucc did (fine for loops that cannot poll).
+    handlers installed by Hydra, submitit or the user keep working; the loop then ends and the process exits
+    cleanly. With ``immediate=True`` the checkpoint runs inside the handler itself, as hucc did (for loops that
+    cannot poll), and a default previous handler is honoured: the process terminates right after saving.
 
     Use as a context manager so the previous handlers come back afterwards::
 
@@ -222,7 +235,9 @@ class PreemptionHook:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> PreemptionHook:
-        """Register the handler for every signal, remembering what was there before."""
+        """Register the handler for every signal, remembering what was there before (a second call does nothing)."""
+        if self._previous:
+            return self
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -252,12 +267,20 @@ class PreemptionHook:
         return True
 
     def _checkpoint_and_chain(self, frame: FrameType | None) -> None:
+        """Save, then hand the signal to whoever had it before.
+
+        A Python handler is called. The default action (terminate) is carried out in immediate mode, by restoring
+        it and re-sending the signal; in deferred mode the caller stops the loop itself and exits cleanly.
+        """
         signum = self.requested
         assert signum is not None
         self.checkpoint_fn()
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
+        elif previous == signal.SIG_DFL and self.immediate:
+            self.uninstall()
+            os.kill(os.getpid(), signum)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -309,7 +332,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the permissions a plain open() would
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

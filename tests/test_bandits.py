@@ -262,6 +262,36 @@ def test_load_state_dict_rejects_wrong_keys_and_shapes():
         SlidingWindowUCBBandit(3, window=20).load_state_dict(state)
 
 
+@pytest.mark.parametrize(
+    "cls, positional",
+    [
+        (UniformBandit, ()),
+        (EpsGreedyBandit, (0.1,)),
+        (UCBBandit, (1.0,)),
+        (DiscountedUCBBandit, (1.0, 0.9)),
+        (SlidingWindowUCBBandit, (1.0, 500)),
+        (Agent57Bandit, ("auto", 500, 0.5)),
+        (ThompsonBandit, (0.0, 1.0)),
+    ],
+)
+def test_seed_is_keyword_only(cls, positional):
+    with pytest.raises(TypeError, match="positional"):
+        cls(3, *positional, 0)
+    bandit, reference = cls(3, *positional, seed=4), cls(3, *positional, seed=4)
+    assert feed(bandit, 20, reward_seed=0) == feed(reference, 20, reward_seed=0)
+
+
+def test_thompson_noise_std_is_keyword_only():
+    with pytest.raises(TypeError, match="positional"):
+        ThompsonBandit(3, 0.0, 1.0, 2.0)
+    assert ThompsonBandit(3, 0.0, 1.0, noise_std=2.0, seed=0).noise_std == 2.0
+
+
+def test_make_bandit_passes_seed_by_keyword():
+    first, second = make_bandit("agent57", 3, eps=0.2, seed=5), Agent57Bandit(3, eps=0.2, seed=5)
+    assert feed(first, 30, reward_seed=1) == feed(second, 30, reward_seed=1)
+
+
 def test_shared_generator_is_used():
     bandit = UniformBandit(4, seed=np.random.default_rng(0))
     reference = UniformBandit(4, seed=0)
@@ -455,11 +485,13 @@ def test_non_stationary_forgetting_bandits_follow_the_switch():
         "ucb": lambda s: UCBBandit(3, beta=0.5, seed=s),
         "discounted_ucb": lambda s: DiscountedUCBBandit(3, beta=0.5, gamma=0.99, seed=s),
         "sliding_window_ucb": lambda s: SlidingWindowUCBBandit(3, beta=0.5, window=200, seed=s),
+        # A small eps: with eps = 0.5 the uniform half alone caps arm 1 at 2/3 of the late pulls.
+        "agent57": lambda s: Agent57Bandit(3, beta=0.5, window=200, eps=0.05, seed=s),
     }
     fractions = {
         name: np.mean([fraction_on_new_best_arm(make(s), 2000, reward_seed=300 + s) for s in seeds])
         for name, make in bandits.items()
     }
-    for name in ("discounted_ucb", "sliding_window_ucb"):
+    for name in ("discounted_ucb", "sliding_window_ucb", "agent57"):
         assert fractions[name] > 0.75, fractions
         assert fractions[name] > fractions["ucb"] + 0.3, fractions

@@ -179,6 +179,15 @@ def test_gaussian_from_mu_log_std_rejects_odd_last_dim():
         GaussianFromMuLogStd()(torch.zeros(4, 5))
 
 
+def test_tanh_normal_expand_repeats_the_distribution():
+    dist = TanhNormal(torch.randn(4, 2), torch.rand(4, 2) + 0.1)
+    expanded = dist.expand(torch.Size([3, 4, 2]))
+    assert isinstance(expanded, TanhNormal) and expanded.batch_shape == (3, 4, 2)
+    action = dist.rsample().detach()
+    torch.testing.assert_close(expanded.log_prob(action.expand(3, 4, 2))[1], dist.log_prob(action))
+    torch.testing.assert_close(expanded.mean[2], dist.mean)
+
+
 def test_categorical_from_embedding():
     head = CategoricalFromEmbedding(6, 4)
     emb = torch.randn(8, 6)
@@ -460,6 +469,9 @@ def test_expand_task_subgoal_outer_product_layout():
         assert (others == 0).all()
     from_one_hot = expand({"task": F.one_hot(task, n_tasks).float(), "subgoal": subgoal})
     torch.testing.assert_close(from_one_hot, out)
+    torch.testing.assert_close(expand({"task": task.view(4, 1), "subgoal": subgoal}), out)  # integer column
+    with pytest.raises(ValueError, match="one-hot has 4 entries; expected 3"):
+        expand({"task": torch.zeros(4, 4), "subgoal": subgoal})
     custom = ExpandTaskSubgoal(n_tasks, n_subgoal, task_key="f", subgoal_key="g")
     torch.testing.assert_close(custom({"f": task, "g": subgoal}), out)
     assert "n_tasks=3, n_subgoal=2" in repr(expand)
@@ -476,6 +488,7 @@ def test_embed_discrete_skill():
     torch.testing.assert_close(out["task"], expected)
     from_one_hot = embed({"task": F.one_hot(skill, 4).float(), "observation": other})
     torch.testing.assert_close(from_one_hot["task"], out["task"])
+    torch.testing.assert_close(embed({"task": skill.view(3, 1), "observation": other})["task"], out["task"])
     assert embed.embed.bias is None
     assert "key='task'" in repr(embed)
 

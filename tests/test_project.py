@@ -55,12 +55,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.skipif(
+    sys.prefix == sys.base_prefix or not (Path(sys.prefix) / ".installed").exists(),
+    reason="needs the Makefile's own .venv (run through `make test`), never a system Python",
+)
 def test_make_course_serves_jupyterlab_on_the_course_folder(tmp_path: Path) -> None:
     """The README's first command, as a user runs it (with a fixed port and no browser)."""
     port = _free_port()
     venv = Path(sys.prefix)
     args = f"--no-browser --port {port} --ip 127.0.0.1 --IdentityProvider.token=test-token"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+    }
     proc = subprocess.Popen(
         ["make", "-s", "course", f"VENV={venv}", f"JUPYTER_ARGS={args}"],
         cwd=ROOT,

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import warnings
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import imageio.v2 as iio
@@ -263,6 +265,59 @@ def test_render_queue_copies_frames_on_push(tmp_path: Path) -> None:
         queue.push(tmp_path / "dark.mp4", [buffer])
         buffer[:] = 220  # a renderer reusing its buffer for the next episode
     assert read_video(tmp_path / "dark.mp4").mean() == pytest.approx(30, abs=3)
+
+
+class DeadWorkerPool(Executor):
+    """Stands in for a process pool whose worker died, as when a script without a __main__ guard is re-run.
+
+    The first ``accepted`` submits return futures that fail with BrokenProcessPool; later submits raise it,
+    like a real pool that already noticed the dead worker.
+    """
+
+    def __init__(self, *args: object, accepted: int = 2, **kwargs: object) -> None:
+        self.accepted = accepted
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[no-untyped-def]
+        if self.accepted == 0:
+            raise BrokenProcessPool("A child process terminated abruptly, the process pool is not usable anymore")
+        self.accepted -= 1
+        future: Future = Future()
+        future.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+        return future
+
+
+GUARD_HINT = r"; with use_process=True.*'spawn'.*`if __name__ == \"__main__\":` or .*RenderQueue\(use_process=False\)$"
+
+
+def test_render_queue_explains_a_dead_worker_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "ProcessPoolExecutor", DeadWorkerPool)
+    queue = RenderQueue(use_process=True)
+    queue.push(tmp_path / "a.mp4", smooth_frames(1, 16, 16))
+    queue.push(tmp_path / "b.mp4", smooth_frames(1, 16, 16))
+    message = r"worker process died, so 2 video\(s\) were not written" + GUARD_HINT
+    with pytest.raises(RuntimeError, match=message) as raised:
+        queue.close()
+    assert "\n" not in str(raised.value), "one line"
+    assert raised.value.__cause__ is None and not isinstance(raised.value, BrokenProcessPool)
+
+
+def test_render_queue_explains_a_dead_worker_on_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "ProcessPoolExecutor", lambda **kwargs: DeadWorkerPool(accepted=0))
+    queue = RenderQueue()
+    with pytest.raises(RuntimeError, match=r"worker process died, so .*late\.mp4 cannot be queued" + GUARD_HINT):
+        queue.push(tmp_path / "late.mp4", smooth_frames(1, 16, 16))
+
+
+def test_render_queue_docstring_names_the_main_guard() -> None:
+    doc = RenderQueue.__doc__ or ""
+    assert 'if __name__ == "__main__":' in doc and "BrokenProcessPool" in doc and "use_process=False" in doc
+
+
+def test_all_lists_each_public_name_once_sorted() -> None:
+    assert render.__all__ == sorted(set(render.__all__))
+    public = {"RenderQueue", "ensure_headless_gl", "overlay_text", "read_video", "to_uint8_rgb", "write_video"}
+    assert set(render.__all__) == public
+    assert all(callable(getattr(render, name)) for name in render.__all__)
 
 
 # --------------------------------------------------------------------------------------------------------------

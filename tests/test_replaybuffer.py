@@ -251,3 +251,94 @@ def test_sampling_from_an_empty_buffer_errors():
         buffer.get_batch_back(1)
     with pytest.raises(ValueError, match="positive int"):
         buffer.get_batch(0)
+
+
+class IndexSpy(torch.overrides.TorchFunctionMode):
+    """Records the number of indices every indexing of a watched tensor reads."""
+
+    def __init__(self, watched: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.names = {id(tensor): name for name, tensor in watched.items()}
+        self.reads: list[tuple[str, int]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__ and id(args[0]) in self.names:
+            self.reads.append((self.names[id(args[0])], torch.as_tensor(args[1]).numel()))
+        return func(*args, **(kwargs or {}))
+
+
+def test_get_batch_where_by_key_reads_only_the_flag_column_to_build_the_mask():
+    buffer = ReplayBuffer(12, interleave=2)
+    data = make_steps(0, 8, 2)  # 16 rows: the ring wraps, 12 valid rows
+    data["start_state"] = (data["step"] % 3 == 0).unsqueeze(1)
+    buffer.put(data)
+    spy = IndexSpy(buffer.state_dict()["storage"])
+    with spy:
+        steps = buffer.get_batch_where(5, "start_state", generator=torch.Generator().manual_seed(0))["step"]
+    assert set(steps.tolist()) <= {3, 6}
+    full_reads = [name for name, count in spy.reads if count == len(buffer)]
+    assert full_reads == ["start_state"], spy.reads  # the mask: one read of the flag key, over the valid rows
+    assert sorted(name for name, count in spy.reads if count == 5) == sorted(buffer.keys())  # the batch
+
+
+def test_indices_are_drawn_on_the_generator_device_or_the_cpu(monkeypatch):
+    draw_devices = []
+    real_randint = torch.randint
+
+    def spy_randint(*args, **kwargs):
+        draw_devices.append(torch.device(kwargs["device"]))
+        return real_randint(*args, **kwargs)
+
+    buffer = filled(capacity=8, interleave=2, n_steps=4)
+    flags = torch.ones(len(buffer), dtype=torch.bool)
+    monkeypatch.setattr(torch, "randint", spy_randint)
+    for generator in (torch.Generator().manual_seed(0), None):
+        buffer.get_batch(3, generator=generator)
+        buffer.get_batch_where(3, flags, generator=generator)
+        buffer.get_trajs(3, length=2, generator=generator)
+    assert draw_devices == [torch.device("cpu")] * 6
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_storage_with_a_cpu_generator_samples_the_same_rows_as_cpu_storage():
+    data = make_steps(0, 9, 2)
+    data["start_state"] = (data["step"] % 2 == 0).unsqueeze(1)
+    on_cpu, on_gpu = ReplayBuffer(12, interleave=2), ReplayBuffer(12, interleave=2, device="cuda")
+    on_cpu.put(data)
+    on_gpu.put(data)
+    mask = on_cpu.get_batch_back(12)["env"] == 1
+    samplers = [
+        lambda buffer, generator: buffer.get_batch(16, generator=generator),
+        lambda buffer, generator: buffer.get_batch_where(16, "start_state", generator=generator),
+        lambda buffer, generator: buffer.get_batch_where(16, mask, generator=generator),
+        lambda buffer, generator: buffer.get_trajs(4, length=3, generator=generator),
+    ]
+    for sample in samplers:
+        expected = sample(on_cpu, torch.Generator().manual_seed(5))
+        got = sample(on_gpu, torch.Generator().manual_seed(5))
+        for key in on_cpu.keys():
+            assert got[key].device.type == "cuda"
+            assert torch.equal(got[key].cpu(), expected[key])
+    cuda_generator = torch.Generator(device="cuda").manual_seed(0)
+    assert on_gpu.get_batch(4, generator=cuda_generator)["obs"].device.type == "cuda"
+    assert on_cpu.get_batch(4, generator=cuda_generator)["obs"].device.type == "cpu"
+
+
+@needs_cuda
+def test_save_on_gpu_load_to_cpu(tmp_path):
+    on_gpu = ReplayBuffer(10, interleave=2, device="cuda")
+    on_gpu.put(make_steps(0, 7, 2))
+    path = tmp_path / "buffer.pt"
+    on_gpu.save(path)
+    on_cpu = ReplayBuffer.load(path, device="cpu")
+    assert on_cpu.device == torch.device("cpu") and len(on_cpu) == len(on_gpu)
+    for key in on_gpu.keys():
+        assert on_cpu.state_dict()["storage"][key].device.type == "cpu"
+        assert torch.equal(on_cpu.get_batch_back(10)[key], on_gpu.get_batch_back(10)[key].cpu())
+    same_cpu = on_cpu.get_batch(8, generator=torch.Generator().manual_seed(2))
+    same_gpu = on_gpu.get_batch(8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(same_cpu["obs"], same_gpu["obs"].cpu())
+    assert ReplayBuffer.load(path).device.type == "cuda"  # without a device it returns to where it was saved

@@ -84,3 +84,11 @@ def test_errors_are_clear() -> None:
         th_unflatten(spaces.Discrete(5), torch.zeros(2, 4))
     with pytest.raises(TypeError, match="unsupported space MultiBinary"):
         flatdim(spaces.MultiBinary(3))
+
+
+def test_dict_promotes_to_the_widest_float_and_rejects_empty() -> None:
+    space = spaces.Dict({"a": spaces.Box(-1, 1, (1,), np.float32), "b": spaces.Box(-1, 1, (1,), np.float64)})
+    flat = th_flatten(space, {"a": torch.zeros(2, 1), "b": torch.full((2, 1), 1 + 1e-12, dtype=torch.float64)})
+    assert flat.dtype == torch.float64 and flat[0, 1].item() == 1 + 1e-12  # no silent downcast
+    with pytest.raises(ValueError, match="cannot flatten an empty Dict"):
+        th_flatten(spaces.Dict({}), {})

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from hsd3_learn.utils import (
     atomic_save,
     dim_select,
     env_seeds,
+    fused_kwargs,
     make_optim,
     resolve_device,
     seed_everything,
@@ -93,10 +97,22 @@ def test_make_optim_fuses_adam_on_cuda() -> None:  # pragma: no cover - exercise
     assert optim.defaults["fused"] is True
 
 
-def test_make_optim_does_not_fuse_on_cpu() -> None:
+def test_make_optim_does_not_fuse_on_cpu_and_understands_hucc_fuse_key() -> None:
     model = nn.ModuleDict({"pi": nn.Linear(2, 2)})
-    optim = make_optim({"pi": {"_target_": "torch.optim.Adam", "lr": 1e-3}}, model)["pi"]
+    optim = make_optim({"pi": {"_target_": "torch.optim.Adam", "lr": 1e-3, "fuse": True}}, model)["pi"]
     assert not optim.defaults.get("fused")
+    assert "fuse" not in optim.defaults
+
+
+def test_fused_kwargs_decides_when_to_fuse() -> None:
+    adam = "torch.optim.Adam"
+    assert fused_kwargs(adam, {"lr": 1.0}, all_on_cuda=True) == {"lr": 1.0, "fused": True}
+    assert fused_kwargs(adam, {"lr": 1.0}, all_on_cuda=False) == {"lr": 1.0}
+    assert fused_kwargs(adam, {"fuse": False}, all_on_cuda=True) == {}
+    assert fused_kwargs(adam, {}, all_on_cuda=True, fuse=False) == {}
+    assert fused_kwargs(adam, {"foreach": True}, all_on_cuda=True) == {"foreach": True}  # explicit choice wins
+    assert fused_kwargs(adam, {"fused": False}, all_on_cuda=True) == {"fused": False}
+    assert fused_kwargs("torch.optim.RMSprop", {}, all_on_cuda=True) == {}  # no fused kernel
 
 
 # ------------------------------------------------------------------------------------------------ dim_select
@@ -183,16 +199,36 @@ def test_preemption_hook_defers_checkpoint_and_chains_previous_handler() -> None
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_preemption_hook_immediate_mode_on_sigterm() -> None:
+def test_preemption_hook_immediate_mode_chains_to_a_python_handler() -> None:
     calls: list[str] = []
-    before = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append("previous"))
     hook = PreemptionHook(lambda: calls.append("checkpoint"), immediate=True).install()
     try:
+        hook.install()  # a second install is a no-op, not a handler that calls itself
         os.kill(os.getpid(), signal.SIGTERM)
-        assert calls == ["checkpoint"]  # previous handler was the default: nothing chained, process alive
+        assert calls == ["checkpoint", "previous"]
     finally:
         hook.uninstall()
-    assert signal.getsignal(signal.SIGTERM) == before
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_preemption_hook_immediate_mode_honours_the_default_action(tmp_path) -> None:
+    """With the default SIGTERM handler before it, the process saves and then terminates as it would have."""
+    marker = tmp_path / "saved"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from hsd3_learn.utils import PreemptionHook
+        PreemptionHook(lambda: open({str(marker)!r}, "w").close(), immediate=True).install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        print("still alive")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert marker.exists()
+    assert result.returncode == -signal.SIGTERM, result.stdout + result.stderr
+    assert "still alive" not in result.stdout
 
 
 def test_preemption_hook_needs_a_callable() -> None:
@@ -240,6 +276,14 @@ def test_atomic_save_round_trip_and_no_leftovers(tmp_path) -> None:
     atomic_save({"w": torch.arange(4)}, path)  # overwrite
     assert torch.equal(torch.load(path)["w"], torch.arange(4))
     assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+
+
+def test_atomic_save_uses_normal_file_permissions(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path) -> None:

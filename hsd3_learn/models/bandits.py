@@ -169,7 +169,7 @@ class Bandit(ABC):
 
     _state_keys: tuple[str, ...] = ("q", "n", "t")
 
-    def __init__(self, n_arms: int, seed: Seed = None) -> None:
+    def __init__(self, n_arms: int, *, seed: Seed = None) -> None:
         self.n_arms = _check_int("n_arms", n_arms, 1)
         self.rng = _make_rng(seed)
         self.reset()
@@ -272,9 +272,9 @@ class UniformBandit(Bandit):
 class EpsGreedyBandit(Bandit):
     """Plays the highest-mean arm, or with probability ``eps`` a uniformly random one."""
 
-    def __init__(self, n_arms: int, eps: float = 0.1, seed: Seed = None) -> None:
+    def __init__(self, n_arms: int, eps: float = 0.1, *, seed: Seed = None) -> None:
         self.eps = _check_float("eps", eps, 0.0, 1.0)
-        super().__init__(n_arms, seed)
+        super().__init__(n_arms, seed=seed)
 
     def dist(self) -> np.ndarray:
         """[N] ``1 - eps + eps/N`` on the greedy arm, ``eps/N`` elsewhere."""
@@ -295,9 +295,9 @@ class UCBBandit(Bandit):
 
     _state_keys = Bandit._state_keys + ("beta",)
 
-    def __init__(self, n_arms: int, beta: float | str = 1.0, seed: Seed = None) -> None:
+    def __init__(self, n_arms: int, beta: float | str = 1.0, *, seed: Seed = None) -> None:
         self.beta_setting = _check_beta(beta)
-        super().__init__(n_arms, seed)
+        super().__init__(n_arms, seed=seed)
 
     def reset(self) -> None:
         """Forget all statistics, including the automatic beta."""
@@ -348,10 +348,10 @@ class DiscountedUCBBandit(UCBBandit):
     _state_keys = UCBBandit._state_keys + ("discounted_sums", "discounted_counts")
 
     def __init__(
-        self, n_arms: int, beta: float | str = 1.0, gamma: float = 0.9, seed: Seed = None
+        self, n_arms: int, beta: float | str = 1.0, gamma: float = 0.9, *, seed: Seed = None
     ) -> None:
         self.gamma = _check_float("gamma", gamma, 0.0, 1.0, low_open=True)
-        super().__init__(n_arms, beta, seed)
+        super().__init__(n_arms, beta, seed=seed)
 
     def reset(self) -> None:
         """Forget all statistics, including the discounted ones."""
@@ -383,10 +383,10 @@ class SlidingWindowUCBBandit(UCBBandit):
     _state_keys = UCBBandit._state_keys + ("window_actions", "window_rewards")
 
     def __init__(
-        self, n_arms: int, beta: float | str = 1.0, window: int = 500, seed: Seed = None
+        self, n_arms: int, beta: float | str = 1.0, window: int = 500, *, seed: Seed = None
     ) -> None:
         self.window = _check_int("window", window, 1)
-        super().__init__(n_arms, beta, seed)
+        super().__init__(n_arms, beta, seed=seed)
 
     def reset(self) -> None:
         """Empty the window (action -1 marks an empty slot)."""
@@ -423,10 +423,11 @@ class Agent57Bandit(SlidingWindowUCBBandit):
         beta: float | str = "auto",
         window: int = 500,
         eps: float = 0.5,
+        *,
         seed: Seed = None,
     ) -> None:
         self.eps = _check_float("eps", eps, 0.0, 1.0)
-        super().__init__(n_arms, beta, window, seed)
+        super().__init__(n_arms, beta, window, seed=seed)
 
     def bonus_numerator(self, counts: np.ndarray) -> float:
         """1: Agent57 drops UCB1's ``log(total)`` from the bonus."""
@@ -460,14 +461,14 @@ class ThompsonBandit(Bandit):
         n_arms: int,
         prior_mean: float = 0.0,
         prior_std: float = 1.0,
-        seed: Seed = None,
         *,
+        seed: Seed = None,
         noise_std: float = 1.0,
     ) -> None:
         self.prior_mean = _check_float("prior_mean", prior_mean)
         self.prior_std = _check_float("prior_std", prior_std, low=0.0, low_open=True)
         self.noise_std = _check_float("noise_std", noise_std, low=0.0, low_open=True)
-        super().__init__(n_arms, seed)
+        super().__init__(n_arms, seed=seed)
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """([N] mean, [N] std) of the Normal posterior over each arm's mean reward."""

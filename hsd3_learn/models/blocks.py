@@ -81,6 +81,11 @@ class TanhNormal(D.TransformedDistribution):
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__(D.Normal(loc, scale), [D.TanhTransform(cache_size=1)], validate_args=False)
 
+    def expand(self, batch_shape: torch.Size, _instance: TanhNormal | None = None) -> TanhNormal:
+        """The same distribution broadcast to ``batch_shape`` (e.g. to repeat a policy over K subsets)."""
+        batch_shape = torch.Size(batch_shape)
+        return TanhNormal(self.base_dist.loc.expand(batch_shape), self.base_dist.scale.expand(batch_shape))
+
     @property
     def loc(self) -> torch.Tensor:
         """Mean of the Gaussian before squashing, ``mu``."""
@@ -361,9 +366,9 @@ class ExpandTaskSubgoal(nn.Module):
         self.task_key, self.subgoal_key = task_key, subgoal_key
 
     def forward(self, action: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        task = action[self.task_key]
-        onehot = task if task.ndim == 2 else F.one_hot(task.long(), self.n_tasks).to(action[self.subgoal_key].dtype)
-        outer = onehot.unsqueeze(-1) * action[self.subgoal_key].unsqueeze(-2)  # [B, K, G]
+        subgoal = action[self.subgoal_key]
+        onehot = F.one_hot(task_index(action[self.task_key], self.n_tasks), self.n_tasks).to(subgoal.dtype)
+        outer = onehot.unsqueeze(-1) * subgoal.unsqueeze(-2)  # [B, K, G]
         return outer.flatten(start_dim=1)
 
     def extra_repr(self) -> str:
@@ -383,8 +388,7 @@ class EmbedDiscreteSkill(nn.Module):
         self.embed = nn.Linear(n_skills, n_out, bias=False)
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        skill = obs[self.key]
-        onehot = skill if skill.ndim == 2 else F.one_hot(skill.long(), self.n_skills).to(self.embed.weight.dtype)
+        onehot = F.one_hot(task_index(obs[self.key], self.n_skills), self.n_skills).to(self.embed.weight.dtype)
         return {**obs, self.key: torch.tanh(self.embed(onehot))}
 
     def extra_repr(self) -> str:
