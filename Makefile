@@ -19,11 +19,12 @@ ifeq ($(strip $(DISPLAY)),)
 export MUJOCO_GL ?= egl
 endif
 
-.PHONY: help course test bench clean
+.PHONY: help course test notebooks bench clean
 
 help:
 	@echo "make course   set up .venv and open JupyterLab on course/ (JUPYTER_ARGS=...)"
 	@echo "make test     set up .venv with the dev extra and run the whole test suite (PYTEST_ARGS=...)"
+	@echo "make notebooks  rebuild solutions/*.ipynb and course/ from solutions/*/*.py and hsd3_learn"
 	@echo "make bench    run the benchmarks in bench/ and print their ratios"
 	@echo "make clean    remove .venv and caches"
 
@@ -45,6 +46,9 @@ course: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+notebooks: $(VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m autograder build
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/traced.py

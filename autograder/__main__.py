@@ -1,0 +1,5 @@
+"""``python -m autograder {check,diff,build}``: see :mod:`autograder.cli`."""
+
+from autograder.cli import main
+
+raise SystemExit(main())
