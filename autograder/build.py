@@ -221,7 +221,8 @@ def build_notebook(source_path: Path) -> nbformat.NotebookNode:
     nb = jupytext.read(source_path)
     cells = []
     seen: set[str] = set()
-    for index, cell in enumerate(nb.cells):
+    source_cells = [c for c in nb.cells if c.source.strip() or c.metadata]  # jupytext's empty preamble cell
+    for index, cell in enumerate(source_cells):
         where = f"{source_path.name}, cell {index + 1}"
         meta = dict(cell.metadata)
         nbgrader = _nbgrader_metadata(meta, where)

@@ -186,7 +186,7 @@ def assert_close(
     worst = int(torch.argmax(excess).item())
     max_err = float(diff.max().item())
     if excess.reshape(-1)[worst] > 0:
-        index = tuple(np.unravel_index(worst, tuple(exp.shape))) if exp.ndim else ()
+        index = tuple(int(i) for i in np.unravel_index(worst, tuple(exp.shape))) if exp.ndim else ()
         lines = [
             f"{name}: max abs error {max_err:.3g} > tolerance (atol {atol:g}, rtol {rtol:g})",
             *context,

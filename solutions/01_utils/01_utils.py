@@ -144,6 +144,8 @@ check.natural_key(_natural_key)
 
 # %% kind="tests" id="check_sorted_nicely_sep" points=1
 check.sorted_nicely_sep(sorted_nicely_sep)
+
+# %%
 print(sorted_nicely_sep(["0,1,2", "3+4", "10", "0,3+4", "2", "0,1"]))
 
 # %% [markdown]
