@@ -374,9 +374,8 @@ def make_model(cfg: Any, obs_space: Any, action_space: Any) -> nn.Module:
     if "name" in cfg:
         options = {k: v for k, v in cfg.items() if k != "name"}
         return _build_shorthand(cfg["name"], obs_space, action_space, options)
-    return nn.ModuleDict(
-        {
-            key: make_model(sub, _subspace(obs_space, key, "observation"), _subspace(action_space, key, "action"))
-            for key, sub in cfg.items()
-        }
-    )
+    children = {
+        key: make_model(sub, _subspace(obs_space, key, "observation"), _subspace(action_space, key, "action"))
+        for key, sub in cfg.items()
+    }
+    return nn.ModuleDict(children)
