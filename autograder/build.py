@@ -143,7 +143,11 @@ def _with_markers(lines: list[str], node: ast.AST, blanks: list[Blank]) -> list[
         indent = re.match(r"\s*", lines[first - 1]).group(0)
         out.insert(last, f"{indent}### END SOLUTION")
         out.insert(first - 1, f"{indent}### BEGIN SOLUTION")
-        hint_lines = textwrap.wrap(hint, HINT_WIDTH - len(indent) - 2, initial_indent="Hint: ", subsequent_indent="  ")
+        # Keep "about 3 lines" / "1 line" together on one line of the wrapped hint.
+        glued = re.sub(r"(\d+) (lines?)", "\\1\u00a0\\2", hint)
+        hint_lines = textwrap.wrap(glued, HINT_WIDTH - len(indent) - 2, initial_indent="Hint: ", subsequent_indent="  ",
+                                   break_on_hyphens=False)
+        hint_lines = [line.replace("\u00a0", " ") for line in hint_lines]
         for line in reversed(hint_lines):
             out.insert(first - 1, f"{indent}# {line}")
     return out

@@ -108,6 +108,20 @@ def test_no_solution_or_hidden_test_reaches_the_release(name: str) -> None:
     assert not leaked, f"course/{name} contains solution or hidden-test lines: {leaked[:3]}"
 
 
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_graded_test_cells_only_call_checks(name: str) -> None:
+    """Student code called directly in a test cell could zero it by writing to stderr; checks silence it."""
+    solution = nbformat.read(REPO_ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    for cell in solution.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            statements = [line.strip() for line in cell.source.splitlines()
+                          if line.strip() and not line.strip().startswith("#")]
+            assert statements, f"{name}: test cell {meta['grade_id']} is empty"
+            other = [s for s in statements if not s.startswith("check.")]
+            assert not other, f"{name}: test cell {meta['grade_id']} runs more than checks: {other[:2]}"
+
+
 def test_build_is_idempotent(course: Path) -> None:
     before = {p: p.read_bytes() for p in course.rglob("*.ipynb")}
     build(root=course, names=ASSIGNMENTS[:1])

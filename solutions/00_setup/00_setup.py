@@ -166,10 +166,12 @@ if (REPO / "syllabus.md").exists():
 # %% kind="tests" id="check_env_seeds" points=1
 # Check: exact values and types against the reference.
 check.env_seeds(env_seeds)
-print(env_seeds(100, 4))
 ### BEGIN HIDDEN TESTS
 check.env_seeds(env_seeds, seeds=range(10, 14), edge_cases=True)
 ### END HIDDEN TESTS
+
+# %%
+print(env_seeds(100, 4))
 
 # %% [markdown]
 # **What a failure looks like.** Here is a classic mistake, run through the same check on purpose. Every check
@@ -444,10 +446,12 @@ def hsd3_overrides() -> list[str]:
 # %% kind="tests" id="check_hsd3_overrides" points=2
 # Check: the composed config matches the reference composition key by key.
 check.hsd3_overrides(hsd3_overrides, CONF_DIR)
-print(hsd3_overrides())
 ### BEGIN HIDDEN TESTS
 check.hsd3_overrides(hsd3_overrides, CONF_DIR, seeds=range(10, 14), edge_cases=True)
 ### END HIDDEN TESTS
+
+# %%
+print(hsd3_overrides())
 
 # %% [markdown]
 # ### 3.2 Interpolation: `${...}`
@@ -483,10 +487,12 @@ def run_dir_of(overrides: list[str]) -> str:
 
 # %% kind="tests" id="check_run_dir_of" points=1
 check.run_dir_of(run_dir_of, CONF_DIR)
-print(run_dir_of(["agent=hsd3", "seed=3"]))
 ### BEGIN HIDDEN TESTS
 check.run_dir_of(run_dir_of, CONF_DIR, seeds=range(10, 14))
 ### END HIDDEN TESTS
+
+# %%
+print(run_dir_of(["agent=hsd3", "seed=3"]))
 
 # %% [markdown]
 # An interpolation can also be written in an override, which is handy for keys that must follow others.
@@ -508,10 +514,12 @@ def video_dir_override() -> str:
 
 # %% kind="tests" id="check_video_dir_override" points=1
 check.video_dir_override(video_dir_override, CONF_DIR)
-print(compose(config_name="config", overrides=[video_dir_override(), "seed=2"]).video_dir)
 ### BEGIN HIDDEN TESTS
 check.video_dir_override(video_dir_override, CONF_DIR, seeds=range(10, 14))
 ### END HIDDEN TESTS
+
+# %%
+print(compose(config_name="config", overrides=[video_dir_override(), "seed=2"]).video_dir)
 
 # %% [markdown]
 # ### 3.3 Mandatory values: `???`
@@ -554,10 +562,12 @@ def eval_config() -> DictConfig:
 
 # %% kind="tests" id="check_eval_config" points=1
 check.eval_config(eval_config)
-print(OmegaConf.to_yaml(eval_config()))
 ### BEGIN HIDDEN TESTS
 check.eval_config(eval_config, seeds=range(10, 13))
 ### END HIDDEN TESTS
+
+# %%
+print(OmegaConf.to_yaml(eval_config()))
 
 # %% [markdown]
 # ### 3.4 `instantiate`: objects from `_target_`
