@@ -142,3 +142,14 @@ def test_clear_errors() -> None:
         policy(_inputs(2)[0])
     with pytest.raises(ValueError, match="needs at least one tensor input"):
         TracedModule(nn.Identity())()
+
+
+def test_a_wrapped_module_with_its_own_child_named_module_round_trips() -> None:
+    inner = nn.ModuleDict({"module": nn.Linear(2, 2), "head": nn.Linear(2, 1)})
+    traced = TracedModule(inner)
+    assert sorted(traced.state_dict()) == sorted(inner.state_dict())
+    tree = nn.ModuleDict({"q": traced})
+    tree.load_state_dict(tree.state_dict())  # strict: every key found
+    plain = nn.ModuleDict({"q": nn.ModuleDict({"module": nn.Linear(2, 2), "head": nn.Linear(2, 1)})})
+    tree.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(inner.module.weight, plain.q.module.weight, rtol=0, atol=0)

@@ -108,7 +108,7 @@ class TracedModule(nn.Module):
 
     @staticmethod
     def _add_module_level(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "module.")]:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
             state_dict[prefix + "module." + key[len(prefix) :]] = state_dict.pop(key)
 
     def __getstate__(self) -> dict[str, Any]:
