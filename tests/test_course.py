@@ -245,3 +245,29 @@ def test_self_check_passes_on_solutions_and_fails_on_releases(name: str) -> None
     blank = _self_check(REPO_ROOT / "course" / name / f"{name}.ipynb")
     assert blank.returncode == 1, blank.stdout + blank.stderr
     assert "FAIL  NotImplementedError" in blank.stdout
+
+
+def _exercise_to_fill(solution: nbformat.NotebookNode) -> str:
+    """The last exercise of a notebook that has its own check (the hardest case for "one mistake costs one grade")."""
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in solution.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    graded = {c.metadata["nbgrader"]["grade_id"] for c in solution.cells if c.metadata.get("nbgrader", {}).get("grade")}
+    return [i for i in ids if f"check_{i}" in graded][-1]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_filling_one_exercise_of_a_release_passes_exactly_its_check(tmp_path: Path, name: str) -> None:
+    """A student fills one exercise in the released notebook and sees that check pass, the others still failing."""
+    from autograder.cli import check_notebook
+
+    solution = nbformat.read(REPO_ROOT / "solutions" / name / f"{name}.ipynb", 4)
+    released = nbformat.read(REPO_ROOT / "course" / name / f"{name}.ipynb", 4)
+    exercise = _exercise_to_fill(solution)
+    _cell(released, exercise).source = _cell(solution, exercise).source
+    shutil.copytree(REPO_ROOT / "course" / name, tmp_path / name)
+    path = tmp_path / name / f"{name}.ipynb"
+    nbformat.write(released, path)
+    results, warnings = check_notebook(path)
+    assert not warnings
+    passed = {r.grade_id for r in results if not r.failure}
+    assert passed == {f"check_{exercise}"}, [(r.grade_id, r.failure) for r in results]
+    assert all(r.failure.startswith("NotImplementedError") for r in results if r.failure)
