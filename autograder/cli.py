@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def check_notebook(path: Path, timeout: int = DEFAULT_TIMEOUT) -> tuple[list[Gra
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                                 resources={"metadata": {"path": str(path.parent.resolve())}})
-        client.execute()
+        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter, not the notebook's output
     finally:
         if env_before is None:
             os.environ.pop("AUTOGRADER_SELF_CHECK", None)
