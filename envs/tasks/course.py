@@ -1,0 +1,105 @@
+"""Shared machinery of the obstacle-course tasks: obstacles along x, shown to the physics through a small window.
+
+A course has 200 obstacles, but only the few around the robot can touch it. Simulating all 200 as bodies makes every
+physics step about three times slower (MuJoCo's broad phase scales with the number of bodies), so each kind of
+obstacle is an :class:`ObstacleWindow`: the full course lives in arrays, and ``WINDOW`` mocap bodies take the
+positions and sizes of the obstacles nearest to the torso (2 behind, 4 ahead), moving along as it advances. The
+robot cannot tell the difference; resets re-randomise the arrays without recompiling.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import mujoco
+import numpy as np
+
+from envs.base import BiskEnv
+
+__all__ = ["N_OBSTACLES", "WINDOW", "ObstacleCourse", "ObstacleWindow", "obstacle_spacing"]
+
+N_OBSTACLES = 200
+WINDOW = 6  # obstacles of one kind present in the simulation at once
+BEHIND = 2  # of which this many behind the torso
+
+
+def obstacle_spacing(rng: np.random.Generator, n: int, start: float = 1.0, low: float = 3.0, high: float = 6.0) -> np.ndarray:
+    """x positions ``start + cumsum(U(low, high))``: bisk's spacing of hurdles and bars."""
+    return start + np.cumsum(rng.uniform(low, high, size=n))
+
+
+class ObstacleWindow:
+    """One kind of obstacle (e.g. hurdles): ``N`` logical obstacles shown through ``WINDOW`` mocap bodies."""
+
+    def __init__(self, prefix: str, geom_type: mujoco.mjtGeom, rgba: tuple[float, ...], slots: int = WINDOW) -> None:
+        self.prefix, self.geom_type, self.rgba, self.slots = prefix, geom_type, rgba, slots
+        self.pos = np.zeros((0, 3))
+        self.size = np.zeros((0, 3))
+        self._start: int | None = None
+
+    def add_to_spec(self, spec: mujoco.MjSpec, **geom: object) -> None:
+        """Create the mocap bodies (parked far away until :meth:`set` places them)."""
+        for i in range(self.slots):
+            body = spec.worldbody.add_body(name=f"{self.prefix}-{i}", mocap=True, pos=[-1000.0 - i, 0.0, -10.0])
+            body.add_geom(name=f"{self.prefix}-{i}", type=self.geom_type, size=[0.1, 0.1, 0.1], rgba=list(self.rgba),
+                          contype=1, conaffinity=1, **geom)
+
+    def bind(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        """Cache the slots' mocap and geom ids in the compiled model."""
+        self.model, self.data = model, data
+        bodies = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"{self.prefix}-{i}") for i in range(self.slots)]
+        self.mocap_ids = np.array([model.body_mocapid[b] for b in bodies])
+        self.geom_ids = np.array([mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{self.prefix}-{i}")
+                                  for i in range(self.slots)])
+
+    def set(self, pos: np.ndarray, size: np.ndarray, x: float) -> None:
+        """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3]."""
+        self.pos, self.size = np.asarray(pos, dtype=float), np.asarray(size, dtype=float)
+        self._start = None
+        self.sync(x)
+
+    def sync(self, x: float) -> None:
+        """Show the obstacles around position ``x`` (cheap when nothing changes)."""
+        n = len(self.pos)
+        nearest = bisect.bisect_left(self.pos[:, 0], x) if n else 0
+        start = int(np.clip(nearest - BEHIND, 0, max(n - self.slots, 0)))
+        if start == self._start:
+            return
+        self._start = start
+        shown = slice(start, min(start + self.slots, n))
+        k = shown.stop - shown.start
+        self.data.mocap_pos[self.mocap_ids[:k]] = self.pos[shown]
+        self.data.mocap_pos[self.mocap_ids[k:]] = [-1000.0, 0.0, -10.0]
+        size = self.size[shown]
+        gids = self.geom_ids[:k]
+        self.model.geom_size[gids] = size
+        self.model.geom_rbound[gids] = _bounding_radius(self.geom_type, size)
+        self.model.geom_aabb[gids, 3:] = _aabb_half(self.geom_type, size)
+
+
+class ObstacleCourse(BiskEnv):
+    """A corridor of obstacles; +1 each time the torso passes a new one (``info["score"]``)."""
+
+    def start_course(self, xs: np.ndarray) -> None:
+        """Remember the x positions that count as progress (sorted)."""
+        self.course_x = np.asarray(xs, dtype=float)
+        self.cleared = 0
+
+    def update_progress(self) -> int:
+        """Number of obstacles newly passed by the torso in this step (the sparse reward)."""
+        passed = bisect.bisect_left(self.course_x, self.torso_x())
+        new = max(0, passed - self.cleared)
+        self.cleared = max(self.cleared, passed)
+        return new
+
+
+def _bounding_radius(geom_type: mujoco.mjtGeom, size: np.ndarray) -> np.ndarray:
+    if geom_type == mujoco.mjtGeom.mjGEOM_CAPSULE:
+        return size[:, 0] + size[:, 1]
+    return np.linalg.norm(size, axis=-1)
+
+
+def _aabb_half(geom_type: mujoco.mjtGeom, size: np.ndarray) -> np.ndarray:
+    if geom_type == mujoco.mjtGeom.mjGEOM_CAPSULE:
+        return np.stack([size[:, 0], size[:, 0], size[:, 0] + size[:, 1]], axis=-1)
+    return np.array(size, dtype=float)
