@@ -47,7 +47,7 @@ class BiskEnv(gym.Env):
     task_kwargs: dict[str, Any] = {}
     #: whether ``substep_hook`` must run after every physics substep (contacts with obstacles)
     needs_substeps = False
-    #: joints added by the task that are not part of the robot's ``observation`` features
+    #: joints (and bodies attached to the robot) added by the task that are not part of the robot's features
     extra_joint_prefix = "task-"
 
     def __init__(self, robot: str = "walker", render_mode: str | None = None, width: int = 320, height: int = 240,
@@ -121,7 +121,9 @@ class BiskEnv(gym.Env):
 
     def _robot_body_ids(self) -> np.ndarray:
         torso = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, self.robot.torso)
-        return np.array([b for b in range(self.model.nbody) if self._is_under(b, torso)])
+        task = self.extra_joint_prefix  # a task's bodies on the robot (PoleBalance's pole) are not robot parts
+        return np.array([b for b in range(self.model.nbody)
+                         if self._is_under(b, torso) and not (self.model.body(b).name or "").startswith(task)])
 
     def _is_under(self, body: int, root: int) -> bool:
         while body > 0:
@@ -199,7 +201,6 @@ class BiskEnv(gym.Env):
         mujoco.mj_step(m, d)  # one physics step with zero control (as bisk): contacts and forces for the first obs
         mujoco.mj_kinematics(m, d)
         mujoco.mj_rnePostConstraint(m, d)
-        self._fell = False
         return self._observation(), {}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
@@ -234,8 +235,10 @@ class BiskEnv(gym.Env):
         features = np.empty(self._n_features, np.float32)
         features[:a] = d.qpos[self._qpos_sel]
         features[a:b] = d.qvel[self._qvel_sel]
-        features[b:] = d.cfrc_ext[self._body_sel].reshape(-1)
-        np.clip(features[b:], -OBS_CLIP, OBS_CLIP, out=features[b:])
+        forces = features[b:]
+        forces[:] = d.cfrc_ext[self._body_sel].reshape(-1)
+        np.minimum(forces, OBS_CLIP, out=forces)  # two ufuncs: several times cheaper than np.clip on small arrays
+        np.maximum(forces, -OBS_CLIP, out=forces)
         return {"observation": features, **self.task_observation()}
 
     def torso_x(self) -> float:

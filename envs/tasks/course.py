@@ -35,6 +35,7 @@ class ObstacleWindow:
         self.prefix, self.geom_type, self.rgba, self.slots = prefix, geom_type, rgba, slots
         self.pos = np.zeros((0, 3))
         self.size = np.zeros((0, 3))
+        self._xs: list[float] = []
         self._start: int | None = None
 
     def add_to_spec(self, spec: mujoco.MjSpec, **geom: object) -> None:
@@ -55,14 +56,15 @@ class ObstacleWindow:
     def set(self, pos: np.ndarray, size: np.ndarray, x: float) -> None:
         """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3]."""
         self.pos, self.size = np.asarray(pos, dtype=float), np.asarray(size, dtype=float)
+        self._xs = self.pos[:, 0].tolist()  # a Python list: bisect on it is fastest
         self._start = None
         self.sync(x)
 
     def sync(self, x: float) -> None:
         """Show the obstacles around position ``x`` (cheap when nothing changes)."""
-        n = len(self.pos)
-        nearest = bisect.bisect_left(self.pos[:, 0], x) if n else 0
-        start = int(np.clip(nearest - BEHIND, 0, max(n - self.slots, 0)))
+        n = len(self._xs)
+        nearest = bisect.bisect_left(self._xs, x)
+        start = min(max(nearest - BEHIND, 0), max(n - self.slots, 0))
         if start == self._start:
             return
         self._start = start
@@ -83,11 +85,12 @@ class ObstacleCourse(BiskEnv):
     def start_course(self, xs: np.ndarray) -> None:
         """Remember the x positions that count as progress (sorted)."""
         self.course_x = np.asarray(xs, dtype=float)
+        self._course_list = self.course_x.tolist()
         self.cleared = 0
 
     def update_progress(self) -> int:
         """Number of obstacles newly passed by the torso in this step (the sparse reward)."""
-        passed = bisect.bisect_left(self.course_x, self.torso_x())
+        passed = bisect.bisect_left(self._course_list, self.torso_x())
         new = max(0, passed - self.cleared)
         self.cleared = max(self.cleared, passed)
         return new
