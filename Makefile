@@ -52,6 +52,7 @@ notebooks: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/traced.py
+	$(BIN)/python bench/envs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -35,6 +35,9 @@ from envs.robots import Robot, get_robot, robot_spec
 
 __all__ = ["ARENA_HALF_WIDTH", "BiskEnv"]
 
+# Bound once: attribute lookups on the mujoco module cost measurable time in the step loop.
+_mj_step, _mj_kinematics, _mj_rne_post_constraint = mujoco.mj_step, mujoco.mj_kinematics, mujoco.mj_rnePostConstraint
+
 ARENA_HALF_WIDTH = 8.0  # the corridor is 16 m wide, as in bisk
 OBS_CLIP = 1.0  # cfrc_ext entries are clipped to [-1, 1]
 
@@ -71,6 +74,7 @@ class BiskEnv(gym.Env):
         self.dt = self.model.opt.timestep * self.frame_skip
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
         n_act = self.model.nu
+        self._action_shape = (n_act,)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self.observation_space = spaces.Dict({
             "observation": spaces.Box(-np.inf, np.inf, (self._n_features,), np.float32),
@@ -204,9 +208,10 @@ class BiskEnv(gym.Env):
         return self._observation(), {}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (self.model.nu,):
-            raise ValueError(f"action must have shape ({self.model.nu},); got {action.shape}")
+        if not isinstance(action, np.ndarray):
+            action = np.asarray(action, dtype=np.float64)
+        if action.shape != self._action_shape:
+            raise ValueError(f"action must have shape {self._action_shape}; got {action.shape}")
         if not math.isfinite(action.sum()):
             raise ValueError(f"action contains NaN or inf: {action}")
         self.data.ctrl[:] = action  # MuJoCo clamps to the actuators' ctrlrange [-1, 1]
@@ -222,21 +227,19 @@ class BiskEnv(gym.Env):
         m, d = self.model, self.data
         if self.needs_substeps:
             for _ in range(self.frame_skip):
-                mujoco.mj_step(m, d)
+                _mj_step(m, d)
                 self.substep_hook()
         else:
-            mujoco.mj_step(m, d, nstep=self.frame_skip)
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_rnePostConstraint(m, d)
+            _mj_step(m, d, self.frame_skip)
+        _mj_kinematics(m, d)
+        _mj_rne_post_constraint(m, d)
 
     def _observation(self) -> dict[str, np.ndarray]:
         d = self.data
-        a, b = self._obs_split
-        features = np.empty(self._n_features, np.float32)
-        features[:a] = d.qpos[self._qpos_sel]
-        features[a:b] = d.qvel[self._qvel_sel]
+        b = self._obs_split[1]
+        features = np.concatenate((d.qpos[self._qpos_sel], d.qvel[self._qvel_sel],
+                                   d.cfrc_ext[self._body_sel].reshape(-1)), dtype=np.float32)
         forces = features[b:]
-        forces[:] = d.cfrc_ext[self._body_sel].reshape(-1)
         np.minimum(forces, OBS_CLIP, out=forces)  # two ufuncs: several times cheaper than np.clip on small arrays
         np.maximum(forces, -OBS_CLIP, out=forces)
         return {"observation": features, **self.task_observation()}

@@ -54,8 +54,11 @@ class ObstacleWindow:
                                   for i in range(self.slots)])
 
     def set(self, pos: np.ndarray, size: np.ndarray, x: float) -> None:
-        """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3]."""
-        self.pos, self.size = np.asarray(pos, dtype=float), np.asarray(size, dtype=float)
+        """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3].
+
+        The arrays are kept, not copied (resets are frequent): do not modify them until the next ``set``.
+        """
+        self.pos, self.size = pos, size
         self._xs = self.pos[:, 0].tolist()  # a Python list: bisect on it is fastest
         self._start = None
         self.sync(x)
@@ -99,7 +102,7 @@ class ObstacleCourse(BiskEnv):
 def _bounding_radius(geom_type: mujoco.mjtGeom, size: np.ndarray) -> np.ndarray:
     if geom_type == mujoco.mjtGeom.mjGEOM_CAPSULE:
         return size[:, 0] + size[:, 1]
-    return np.linalg.norm(size, axis=-1)
+    return np.sqrt((size * size).sum(axis=-1))
 
 
 def _aabb_half(geom_type: mujoco.mjtGeom, size: np.ndarray) -> np.ndarray:

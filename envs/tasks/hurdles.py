@@ -40,13 +40,16 @@ class Hurdles(ObstacleCourse):
 
     def init_task(self) -> None:
         self.hurdles.bind(self.model, self.data)
+        # Reused every reset: only the x column, and the heights, change.
+        self._pos = np.zeros((N_OBSTACLES, 3))
+        self._size = np.tile([0.05, ARENA_HALF_WIDTH, 0.0], (N_OBSTACLES, 1))
 
     def reset_task(self) -> None:
         xs = obstacle_spacing(self.np_random, N_OBSTACLES)
         self.tops = hurdle_tops(self.np_random, N_OBSTACLES, self.options["max_height"], self.options["fixed_height"])
-        pos = np.stack([xs, np.zeros(N_OBSTACLES), self.tops / 2], axis=-1)
-        size = np.stack([np.full(N_OBSTACLES, 0.05), np.full(N_OBSTACLES, ARENA_HALF_WIDTH), self.tops / 2], axis=-1)
-        self.hurdles.set(pos, size, self.torso_x())
+        self._pos[:, 0], self._pos[:, 2] = xs, self.tops / 2  # boxes stand on the floor
+        self._size[:, 2] = self.tops / 2
+        self.hurdles.set(self._pos, self._size, self.torso_x())
         self.start_course(xs)
 
     def task_observation_space(self) -> dict[str, spaces.Box]:
