@@ -31,6 +31,12 @@ __all__ = ["ROBOTS", "TASKS", "env_id", "make", "task_class"]
 TASKS: dict[str, tuple[str, int]] = {
     "Floor": ("envs.tasks.floor:Floor", 1000),
     "Hurdles": ("envs.tasks.hurdles:Hurdles", 1000),
+    "GoalWall": ("envs.tasks.goalwall:GoalWall", 250),
+    "PoleBalance": ("envs.tasks.polebalance:PoleBalance", 1000),
+    "Limbo": ("envs.tasks.limbo:Limbo", 1000),
+    "HurdlesLimbo": ("envs.tasks.hurdles_limbo:HurdlesLimbo", 1000),
+    "Gaps": ("envs.tasks.gaps:Gaps", 1000),
+    "Stairs": ("envs.tasks.stairs:Stairs", 1000),
 }
 
 

@@ -102,8 +102,9 @@ class BiskEnv(gym.Env):
         material = spec.add_material(name="grid", texrepeat=[1, 1], texuniform=True, reflectance=0.2)
         material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
         world = spec.worldbody
-        world.add_light(name="light", pos=[0, 0, 4], dir=[0, 0, -1], mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM,
-                        diffuse=[0.8, 0.8, 0.8])
+        # The light rides with the robot (tracking its torso's subtree), so it lights the robot wherever it goes.
+        spec.body(self.robot.torso).add_light(name="light", pos=[0, 0, 4], dir=[0, 0, -1],
+                                              mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM, diffuse=[0.8, 0.8, 0.8])
         w = ARENA_HALF_WIDTH
         if self.has_floor():
             world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[100, w, 1], pos=[100 - w, 0, 0],
@@ -254,6 +255,8 @@ class BiskEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
+            if not self.shadows:
+                self.model.vis.quality.shadowsize = 0  # no shadow map to allocate: the first frame comes 10x sooner
             self._renderer = mujoco.Renderer(self.model, self.height, self.width)
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.shadows)

@@ -52,6 +52,11 @@ class ObstacleWindow:
         self.mocap_ids = np.array([model.body_mocapid[b] for b in bodies])
         self.geom_ids = np.array([mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{self.prefix}-{i}")
                                   for i in range(self.slots)])
+        self._bvh_ids = model.body_bvhadr[bodies]  # each slot body's bounding box, used by the midphase
+        rotations = np.zeros((self.slots, 9))
+        for rotation, geom in zip(rotations, self.geom_ids):
+            mujoco.mju_quat2Mat(rotation, model.geom_quat[geom])
+        self._abs_rot = np.abs(rotations.reshape(-1, 3, 3))  # geom-frame half-extents -> body frame
 
     def set(self, pos: np.ndarray, size: np.ndarray, x: float) -> None:
         """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3].
@@ -79,7 +84,11 @@ class ObstacleWindow:
         gids = self.geom_ids[:k]
         self.model.geom_size[gids] = size
         self.model.geom_rbound[gids] = _bounding_radius(self.geom_type, size)
-        self.model.geom_aabb[gids, 3:] = _aabb_half(self.geom_type, size)
+        half = _aabb_half(self.geom_type, size)
+        self.model.geom_aabb[gids, 3:] = half
+        # Robot bodies with several geoms (humanoid feet, cheetah torso) meet an obstacle through the midphase,
+        # which reads the body's box compiled for the parked size: without this, off-centre contacts are missed.
+        self.model.bvh_aabb[self._bvh_ids[:k], 3:] = np.einsum("kij,kj->ki", self._abs_rot[:k], half)
 
 
 class ObstacleCourse(BiskEnv):

@@ -11,6 +11,7 @@ reports exactly that height.
 
 from __future__ import annotations
 
+import bisect
 import mujoco
 import numpy as np
 from gymnasium import spaces
@@ -56,10 +57,13 @@ class Hurdles(ObstacleCourse):
         return {"next_hurdle": spaces.Box(-np.inf, np.inf, (3,), np.float32)}
 
     def task_observation(self) -> dict[str, np.ndarray]:
-        i = self.cleared
+        """The first hurdle ahead of the torso: [distance, visible height, 1 if it was never passed]."""
+        x = self.torso_x()
+        i = bisect.bisect_left(self._course_list, x)
+        fresh = float(i >= self.cleared)
         if i >= N_OBSTACLES:
-            return {"next_hurdle": np.array([10.0, 0.1, 0.0], np.float32)}
-        return {"next_hurdle": np.array([self.course_x[i] - self.torso_x(), self.tops[i], 1.0], np.float32)}
+            return {"next_hurdle": np.array([10.0, 0.1, fresh], np.float32)}
+        return {"next_hurdle": np.array([self._course_list[i] - x, self.tops[i], fresh], np.float32)}
 
     def task_reward(self) -> tuple[float, bool]:
         self.hurdles.sync(self.torso_x())
