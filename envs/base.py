@@ -148,7 +148,12 @@ class BiskEnv(gym.Env):
         self._qpos_sel, self._qvel_sel, self._body_sel = (_as_index(i) for i in (self._qpos_idx, self._qvel_idx,
                                                                                  self._body_idx))
         self._obs_split = (len(self._qpos_idx), len(self._qpos_idx) + len(self._qvel_idx))
+        self._feature_views = self._views()
         self.torso_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.robot.torso)
+        # Views into MjData, kept: each attribute access on MjData builds a new numpy wrapper (about 0.5 us).
+        self._ctrl, self._qpos = self.data.ctrl, self.data.qpos
+        self._torso_xpos = self.data.xpos[self.torso_id]
+        self._torso_up = self.data.xmat[self.torso_id, 6:9]
         pitch_joint = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "rooty")
         self._pitch_adr = int(m.jnt_qposadr[pitch_joint]) if pitch_joint >= 0 else None
         self.init_qpos = m.qpos0.copy()
@@ -156,6 +161,18 @@ class BiskEnv(gym.Env):
             adr = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)]
             values = np.atleast_1d(np.asarray(value, dtype=float))
             self.init_qpos[adr : adr + len(values)] = values
+
+    def _views(self) -> tuple[np.ndarray, ...]:
+        """The data arrays the features come from; views (no copy) where the indices are contiguous slices."""
+        d = self.data
+        forces = d.cfrc_ext[self._body_sel]
+        return (d.qpos[self._qpos_sel], d.qvel[self._qvel_sel], forces.reshape(-1))
+
+    def _feature_arrays(self) -> tuple[np.ndarray, ...]:
+        """The current feature sources (fresh copies where fancy indexing is needed)."""
+        if all(isinstance(sel, slice) for sel in (self._qpos_sel, self._qvel_sel, self._body_sel)):
+            return self._feature_views
+        return self._views()
 
     # ------------------------------------------------------------------------------------------------------ task hooks
 
@@ -189,7 +206,7 @@ class BiskEnv(gym.Env):
 
     def torso_height(self) -> float:
         """Height used for the fall check; Stairs replaces it by the height above the ground below."""
-        return float(self.data.xpos[self.torso_id, 2])
+        return float(self._torso_xpos[2])
 
     # ---------------------------------------------------------------------------------------------------- gym API
 
@@ -213,13 +230,13 @@ class BiskEnv(gym.Env):
             action = np.asarray(action, dtype=np.float64)
         if action.shape != self._action_shape:
             raise ValueError(f"action must have shape {self._action_shape}; got {action.shape}")
-        if not math.isfinite(action.sum()):
+        if not math.isfinite(action.dot(action)):  # NaN and inf propagate; cheaper than np.isfinite().all()
             raise ValueError(f"action contains NaN or inf: {action}")
-        self.data.ctrl[:] = action  # MuJoCo clamps to the actuators' ctrlrange [-1, 1]
+        self._ctrl[:] = action  # MuJoCo clamps to the actuators' ctrlrange [-1, 1]
         self._simulate()
         score, task_done = self.task_reward()
-        pitch = float(self.data.qpos[self._pitch_adr]) if self._pitch_adr is not None else 0.0
-        fell = self.robot.fell_over(self.torso_height(), pitch, float(self.data.xmat[self.torso_id, 8]))
+        pitch = float(self._qpos[self._pitch_adr]) if self._pitch_adr is not None else 0.0
+        fell = self.robot.fell_over(self.torso_height(), pitch, float(self._torso_up[2]))
         reward = -1.0 if fell else score
         info = {"score": score, "fell_over": fell}
         return self._observation(), reward, bool(fell or task_done), False, info
@@ -236,18 +253,17 @@ class BiskEnv(gym.Env):
         _mj_rne_post_constraint(m, d)
 
     def _observation(self) -> dict[str, np.ndarray]:
-        d = self.data
-        b = self._obs_split[1]
-        features = np.concatenate((d.qpos[self._qpos_sel], d.qvel[self._qvel_sel],
-                                   d.cfrc_ext[self._body_sel].reshape(-1)), dtype=np.float32)
-        forces = features[b:]
+        features = np.concatenate(self._feature_arrays(), dtype=np.float32)
+        forces = features[self._obs_split[1] :]
         np.minimum(forces, OBS_CLIP, out=forces)  # two ufuncs: several times cheaper than np.clip on small arrays
         np.maximum(forces, -OBS_CLIP, out=forces)
-        return {"observation": features, **self.task_observation()}
+        obs = self.task_observation()
+        obs["observation"] = features
+        return obs
 
     def torso_x(self) -> float:
         """Progress along the corridor: the torso's world x position."""
-        return float(self.data.xpos[self.torso_id, 0])
+        return float(self._torso_xpos[0])
 
     # ---------------------------------------------------------------------------------------------------- rendering
 

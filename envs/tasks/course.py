@@ -57,14 +57,16 @@ class ObstacleWindow:
         for rotation, geom in zip(rotations, self.geom_ids):
             mujoco.mju_quat2Mat(rotation, model.geom_quat[geom])
         self._abs_rot = np.abs(rotations.reshape(-1, 3, 3))  # geom-frame half-extents -> body frame
+        self._axis_aligned = bool(np.allclose(self._abs_rot, np.eye(3)))  # then the body box is the geom box
 
-    def set(self, pos: np.ndarray, size: np.ndarray, x: float) -> None:
+    def set(self, pos: np.ndarray, size: np.ndarray, x: float, xs: list[float] | None = None) -> None:
         """A new course: obstacle centres ``pos`` [N, 3] (sorted by x) and geom sizes ``size`` [N, 3].
 
-        The arrays are kept, not copied (resets are frequent): do not modify them until the next ``set``.
+        The arrays are kept, not copied (resets are frequent): do not modify them until the next ``set``. ``xs``
+        may pass ``pos[:, 0]`` as a list when the caller already has one.
         """
         self.pos, self.size = pos, size
-        self._xs = self.pos[:, 0].tolist()  # a Python list: bisect on it is fastest
+        self._xs = pos[:, 0].tolist() if xs is None else xs  # a Python list: bisect on it is fastest
         self._start = None
         self.sync(x)
 
@@ -79,7 +81,8 @@ class ObstacleWindow:
         shown = slice(start, min(start + self.slots, n))
         k = shown.stop - shown.start
         self.data.mocap_pos[self.mocap_ids[:k]] = self.pos[shown]
-        self.data.mocap_pos[self.mocap_ids[k:]] = [-1000.0, 0.0, -10.0]
+        if k < self.slots:  # a course shorter than the window: park the spare slots
+            self.data.mocap_pos[self.mocap_ids[k:]] = [-1000.0, 0.0, -10.0]
         size = self.size[shown]
         gids = self.geom_ids[:k]
         self.model.geom_size[gids] = size
@@ -88,21 +91,24 @@ class ObstacleWindow:
         self.model.geom_aabb[gids, 3:] = half
         # Robot bodies with several geoms (humanoid feet, cheetah torso) meet an obstacle through the midphase,
         # which reads the body's box compiled for the parked size: without this, off-centre contacts are missed.
-        self.model.bvh_aabb[self._bvh_ids[:k], 3:] = np.einsum("kij,kj->ki", self._abs_rot[:k], half)
+        self.model.bvh_aabb[self._bvh_ids[:k], 3:] = (
+            half if self._axis_aligned else np.einsum("kij,kj->ki", self._abs_rot[:k], half)
+        )
 
 
 class ObstacleCourse(BiskEnv):
     """A corridor of obstacles; +1 each time the torso passes a new one (``info["score"]``)."""
 
-    def start_course(self, xs: np.ndarray) -> None:
-        """Remember the x positions that count as progress (sorted)."""
+    def start_course(self, xs: np.ndarray, xs_list: list[float] | None = None) -> None:
+        """Remember the x positions that count as progress (sorted); ``xs_list`` may pass them as a list already."""
         self.course_x = np.asarray(xs, dtype=float)
-        self._course_list = self.course_x.tolist()
+        self._course_list = self.course_x.tolist() if xs_list is None else xs_list
         self.cleared = 0
+        self.ahead = 0  # index of the first obstacle ahead of the torso, as of the last update
 
-    def update_progress(self) -> int:
-        """Number of obstacles newly passed by the torso in this step (the sparse reward)."""
-        passed = bisect.bisect_left(self._course_list, self.torso_x())
+    def update_progress(self, x: float | None = None) -> int:
+        """Number of obstacles newly passed by the torso (at ``x``, default: now) in this step (the sparse reward)."""
+        self.ahead = passed = bisect.bisect_left(self._course_list, self.torso_x() if x is None else x)
         new = max(0, passed - self.cleared)
         self.cleared = max(self.cleared, passed)
         return new

@@ -11,7 +11,6 @@ reports exactly that height.
 
 from __future__ import annotations
 
-import bisect
 import mujoco
 import numpy as np
 from gymnasium import spaces
@@ -50,21 +49,22 @@ class Hurdles(ObstacleCourse):
         self.tops = hurdle_tops(self.np_random, N_OBSTACLES, self.options["max_height"], self.options["fixed_height"])
         self._pos[:, 0], self._pos[:, 2] = xs, self.tops / 2  # boxes stand on the floor
         self._size[:, 2] = self.tops / 2
-        self.hurdles.set(self._pos, self._size, self.torso_x())
-        self.start_course(xs)
+        xs_list = xs.tolist()
+        self.hurdles.set(self._pos, self._size, self.torso_x(), xs_list)
+        self.start_course(xs, xs_list)
 
     def task_observation_space(self) -> dict[str, spaces.Box]:
         return {"next_hurdle": spaces.Box(-np.inf, np.inf, (3,), np.float32)}
 
     def task_observation(self) -> dict[str, np.ndarray]:
         """The first hurdle ahead of the torso: [distance, visible height, 1 if it was never passed]."""
-        x = self.torso_x()
-        i = bisect.bisect_left(self._course_list, x)
+        i = self.ahead
         fresh = float(i >= self.cleared)
         if i >= N_OBSTACLES:
             return {"next_hurdle": np.array([10.0, 0.1, fresh], np.float32)}
-        return {"next_hurdle": np.array([self._course_list[i] - x, self.tops[i], fresh], np.float32)}
+        return {"next_hurdle": np.array([self._course_list[i] - self.torso_x(), self.tops[i], fresh], np.float32)}
 
     def task_reward(self) -> tuple[float, bool]:
-        self.hurdles.sync(self.torso_x())
-        return float(self.update_progress()), False
+        x = self.torso_x()
+        self.hurdles.sync(x)
+        return float(self.update_progress(x)), False
