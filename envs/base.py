@@ -149,6 +149,7 @@ class BiskEnv(gym.Env):
                                                                                  self._body_idx))
         self._obs_split = (len(self._qpos_idx), len(self._qpos_idx) + len(self._qvel_idx))
         self._feature_views = self._views()
+        self._views_are_live = all(isinstance(sel, slice) for sel in (self._qpos_sel, self._qvel_sel, self._body_sel))
         self.torso_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.robot.torso)
         # Views into MjData, kept: each attribute access on MjData builds a new numpy wrapper (about 0.5 us).
         self._ctrl, self._qpos = self.data.ctrl, self.data.qpos
@@ -170,9 +171,7 @@ class BiskEnv(gym.Env):
 
     def _feature_arrays(self) -> tuple[np.ndarray, ...]:
         """The current feature sources (fresh copies where fancy indexing is needed)."""
-        if all(isinstance(sel, slice) for sel in (self._qpos_sel, self._qvel_sel, self._body_sel)):
-            return self._feature_views
-        return self._views()
+        return self._feature_views if self._views_are_live else self._views()
 
     # ------------------------------------------------------------------------------------------------------ task hooks
 
@@ -213,16 +212,15 @@ class BiskEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         m, d = self.model, self.data
-        mujoco.mj_resetData(m, d)
-        noise_q = self.np_random.uniform(-0.1, 0.1, size=len(self._qpos_idx))
-        d.qpos[:] = self.init_qpos
-        d.qpos[self._qpos_idx] += noise_q
-        d.qvel[self._qvel_idx] = 0.1 * self.np_random.standard_normal(len(self._qvel_idx))
+        mujoco.mj_resetData(m, d)  # also zeroes ctrl
+        qpos, qvel = self._qpos, d.qvel
+        qpos[:] = self.init_qpos
+        qpos[self._qpos_sel] += self.np_random.uniform(-0.1, 0.1, size=len(self._qpos_idx))
+        qvel[self._qvel_sel] = 0.1 * self.np_random.standard_normal(len(self._qvel_idx))
         self.reset_task()
-        d.ctrl[:] = 0.0
-        mujoco.mj_step(m, d)  # one physics step with zero control (as bisk): contacts and forces for the first obs
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_rnePostConstraint(m, d)
+        _mj_step(m, d)  # one physics step with zero control (as bisk): contacts and forces for the first obs
+        _mj_kinematics(m, d)
+        _mj_rne_post_constraint(m, d)
         return self._observation(), {}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:

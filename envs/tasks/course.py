@@ -25,7 +25,10 @@ BEHIND = 2  # of which this many behind the torso
 
 def obstacle_spacing(rng: np.random.Generator, n: int, start: float = 1.0, low: float = 3.0, high: float = 6.0) -> np.ndarray:
     """x positions ``start + cumsum(U(low, high))``: bisk's spacing of hurdles and bars."""
-    return start + np.cumsum(rng.uniform(low, high, size=n))
+    xs = rng.uniform(low, high, size=n)
+    np.cumsum(xs, out=xs)
+    xs += start
+    return xs
 
 
 class ObstacleWindow:
