@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from hsd3_learn.agents.base import Agent
+from hsd3_learn.agents.hsd3 import HSD3Agent
 from hsd3_learn.agents.sac import SACAgent, SACConfig
+from hsd3_learn.agents.sacmt import SACMTAgent
 
 __all__ = ["AGENTS", "Agent", "SACAgent", "SACConfig", "make_agent"]
 
 #: agent name (the ``agent.name`` of a config) -> class
-AGENTS: dict[str, type[Agent]] = {"sac": SACAgent}
+AGENTS: dict[str, type[Agent]] = {"hsd3": HSD3Agent, "sac": SACAgent, "sacmt": SACMTAgent}
 
 
 def make_agent(name: str, *args: Any, **kwargs: Any) -> Agent:
