@@ -1,0 +1,121 @@
+"""Command-line entry point of HSD-3's downstream training runs (hucc's ``train.py``), configured with Hydra.
+
+    python -m hsd3_learn.train -cn walker_sac profile=laptop env.task=Hurdles
+    python -m hsd3_learn.train -cn walker_sac profile=tiny seed=3 device=cpu
+
+``-cn`` names an experiment in ``hsd3_learn/config`` (``walker_sac``, ``humanoid_sac``); ``profile`` scales it
+(``tiny``: seconds, ``laptop``: about an hour on a 2-core CPU, ``paper``: the original budget, the default); any
+other key is overridden as ``key=value``. The run directory is the current directory: running the same command
+again there resumes from ``checkpoint.pt``. ``-m`` sweeps (``-m seed=0,1,2``) run each job in
+``multirun/<experiment>/<overrides>/``. What a run does and writes is described in :mod:`hsd3_learn.training`.
+
+Bad input fails with one line on stderr and exit status 1 before training starts: an unknown experiment, profile
+or config key, a malformed override, an unknown task, robot or agent, an invalid agent option. Hydra's own
+messages for bad overrides span several lines, so single runs compose the config once with Hydra's compose API
+first and reformat its error; sweeps (``-m``) keep Hydra's messages.
+
+Differences from hucc's ``train.py``: Hydra 1.3 (``version_base="1.3"``) with the config inside the package, no
+visdom, no Slurm defaults (add ``hydra/launcher=submitit_slurm`` where hydra-submitit-launcher is installed).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself uses (no public equivalent)
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "check_command_line", "experiments", "main", "one_line"]
+
+#: the Hydra config directory inside the installed package
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+#: the experiment run when ``-cn`` is not given
+DEFAULT_CONFIG = "walker_sac"
+_NOT_EXPERIMENTS = {"common"}
+
+
+def experiments() -> list[str]:
+    """The experiment names ``-cn`` accepts: the top-level YAML files of :data:`CONFIG_DIR` except shared ones."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if path.stem not in _NOT_EXPERIMENTS)
+
+
+def one_line(err: BaseException) -> str:
+    """An error message on one line: Hydra's config-search-path listing and OmegaConf's key details dropped."""
+    if isinstance(err, MissingConfigException):
+        if err.options:  # an unknown option of a config group, e.g. profile=huge
+            group, _, option = str(err.missing_cfg_file).rpartition("/")
+            return f"unknown {group} {option!r}; valid: {', '.join(err.options)}"
+        return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments())}"
+    lines = []
+    for line in str(err).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.strip() and not line.startswith((" ", "\t", "See https://hydra.cc")):
+            lines.append(line.strip())
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        lines.append(str(err.__cause__).splitlines()[0])
+    return " ".join(lines) or type(err).__name__
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Compose the config of a single run from the command line once, so that a bad override fails with one line
+    (``SystemExit``) instead of Hydra's multi-line report. Sweeps and Hydra's informational flags are left to
+    Hydra, and so are runs with another config path."""
+    args = get_args_parser().parse_args(list(argv))
+    if (args.multirun or args.help or args.hydra_help or args.info or args.cfg or args.shell_completion
+            or args.config_path or args.config_dir or args.experimental_rerun):
+        return
+    config_name = args.config_name or DEFAULT_CONFIG
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            compose(config_name=config_name, overrides=args.overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as err:
+            message = _unknown_key_message(err, config_name) or one_line(err)
+            raise SystemExit(f"hsd3_learn.train: error: {message}") from None
+
+
+def _unknown_key_message(err: BaseException, config_name: str) -> str | None:
+    """For an override of a key the config does not have: the valid keys next to it (None for other errors).
+
+    Must run inside ``initialize_config_dir``: it composes the experiment without overrides to list the keys.
+    """
+    cause = err.__cause__
+    if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not cause.full_key:
+        return None
+    parent, _, _ = cause.full_key.rpartition(".")
+    config = compose(config_name=config_name)
+    node = OmegaConf.select(config, parent) if parent else config
+    if not isinstance(node, DictConfig):
+        return None
+    where = f"under {parent}" if parent else "at the top level"
+    return (f"unknown key {cause.full_key!r}; valid keys {where}: {', '.join(map(str, node))} "
+            f"(add a new key with +{cause.full_key}=...)")
+
+
+@hydra.main(config_path="config", config_name=DEFAULT_CONFIG, version_base="1.3")
+def run(cfg: DictConfig) -> None:
+    """One training run in the current directory: prepare (one-line errors), then train until done or signalled."""
+    # Imported here so that a bad command line fails in a fraction of a second, before torch and MuJoCo load.
+    from hsd3_learn.training import prepare_run, train
+
+    try:
+        setup = prepare_run(cfg)
+    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
+        raise SystemExit(f"hsd3_learn.train: error: {one_line(err)}") from None
+    train(setup)
+
+
+def main() -> None:
+    """``python -m hsd3_learn.train``: check the command line, then hand it to Hydra."""
+    check_command_line(sys.argv[1:])
+    run()
+
+
+if __name__ == "__main__":
+    main()
