@@ -32,14 +32,15 @@ import pickle
 import random
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from hsd3_learn.utils import atomic_save
+from hsd3_learn.utils import atomic_save, fused_kwargs
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -53,6 +54,31 @@ ConfigT = TypeVar("ConfigT")
 _PLAIN = (bool, int, float, str, type(None))
 # What torch.load raises on a file that is cut short or is not a torch checkpoint.
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` get no gradient inside the block (gradients still flow to its inputs)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def mean_metrics(metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Average each metric over several updates, with one device-to-host copy for all of them."""
+    names = list(metrics[0])
+    means = torch.stack([torch.stack([m[name] for m in metrics]).float().mean() for name in names])
+    return dict(zip(names, means.tolist()))
+
+
+def make_adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam, with the fused CUDA kernel when the agent lives on a GPU."""
+    return torch.optim.Adam(params, lr=lr, **fused_kwargs("torch.optim.Adam", {}, device.type == "cuda"))
 
 
 def make_config(config_cls: type[ConfigT], cfg: Any) -> ConfigT:
@@ -163,6 +189,20 @@ class Agent(ABC):
         self._checkpoint_attrs: list[str] = []
 
     # ---------------------------------------------------------------- the interface of the training loop
+
+    def count_and_update(self, n_envs: int, buffer_size: int, warmup_samples: int, samples_per_update: int,
+                         num_updates: int) -> dict[str, float]:
+        """Count one vector-env step of ``n_envs`` samples; after warm-up, every ``samples_per_update`` samples run
+        ``num_updates`` updates (hucc's schedule). Returns the updates' mean metrics (logged), or {} when none ran."""
+        self.n_steps += 1
+        self.n_samples += n_envs
+        self._samples_since_update += n_envs
+        if buffer_size < warmup_samples or self._samples_since_update < samples_per_update:
+            return {}
+        self._samples_since_update = 0
+        metrics = mean_metrics([self.update() for _ in range(num_updates)])
+        self.log_scalars("", metrics)
+        return metrics
 
     @abstractmethod
     def action(self, obs: Any, explore: bool) -> Any:

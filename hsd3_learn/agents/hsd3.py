@@ -57,7 +57,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, make_config
+from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
 from hsd3_learn.agents.hsd3_interface import (GOAL_SPACE_KEY, LOW_LEVEL_FORMAT, LOW_LEVEL_MODEL,
                                               DeterministicLowLevel, HiToLoInterface, LowLevelCheckpoint,
                                               LowLevelGoal, load_low_level, low_level_observation_space,
@@ -65,11 +65,11 @@ from hsd3_learn.agents.hsd3_interface import (GOAL_SPACE_KEY, LOW_LEVEL_FORMAT, 
 from hsd3_learn.agents.hsd3_math import (DyneStaging, StagedTransition, critic_target, expected_policy_terms,
                                          masked_log_prob, policy_loss, subgoal_temperature_loss,
                                          subset_temperature_loss)
-from hsd3_learn.agents.sac import _frozen, _mean_metrics, critic_loss, polyak_update
+from hsd3_learn.agents.sac import critic_loss, polyak_update
 from hsd3_learn.models.blocks import MultiHeadGaussianFromEmbedding, TanhNormal
 from hsd3_learn.models.factory import TaskConditionedPolicy, make_model
 from hsd3_learn.replaybuffer import ReplayBuffer
-from hsd3_learn.utils import fused_kwargs, resolve_device
+from hsd3_learn.utils import resolve_device
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -313,11 +313,11 @@ class HSD3Agent(Agent):
         self.log_alpha_c = torch.full((n_subsets,), math.log(self.cfg.init_alpha_c), device=self.device,
                                       requires_grad=True)
         self.log_alpha_d = torch.tensor(math.log(self.cfg.init_alpha_d), device=self.device, requires_grad=True)
-        self.optim = {"pi_task": self._adam(self.model.pi_task.parameters(), self.cfg.lr_pi_task),
-                      "pi_subgoal": self._adam(self.model.pi_subgoal.parameters(), self.cfg.lr_pi_subgoal),
-                      "q": self._adam(self.model.q.parameters(), self.cfg.lr_q),
-                      "alpha_c": self._adam([self.log_alpha_c], self.cfg.lr_alpha_c),
-                      "alpha_d": self._adam([self.log_alpha_d], self.cfg.lr_alpha_d)}
+        self.optim = {"pi_task": make_adam(self.model.pi_task.parameters(), self.cfg.lr_pi_task, self.device),
+                      "pi_subgoal": make_adam(self.model.pi_subgoal.parameters(), self.cfg.lr_pi_subgoal, self.device),
+                      "q": make_adam(self.model.q.parameters(), self.cfg.lr_q, self.device),
+                      "alpha_c": make_adam([self.log_alpha_c], self.cfg.lr_alpha_c, self.device),
+                      "alpha_d": make_adam([self.log_alpha_d], self.cfg.lr_alpha_d, self.device)}
         self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
         self.staging = _Staging(num_envs, self.cfg.action_interval, self.cfg.gamma, self.device)
         self.contexts = ActingContexts(self.device)
@@ -356,8 +356,6 @@ class HSD3Agent(Agent):
                              f"got shape {tuple(q.shape)} for B=1")
         return model
 
-    def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, **fused_kwargs("torch.optim.Adam", {}, self.device.type == "cuda"))
 
     # ---------------------------------------------------------------- acting
 
@@ -438,15 +436,8 @@ class HSD3Agent(Agent):
                                    **_prefixed(obs_hi, "obs/"), **_prefixed(next_hi, "next_obs/"))
         if staged is not None:
             self.buffer.put_row(_transition_row(staged))
-        self.n_steps += 1
-        self.n_samples += n_envs
-        self._samples_since_update += n_envs
-        if len(self.buffer) < self.cfg.warmup_samples or self._samples_since_update < self.cfg.samples_per_update:
-            return {}
-        self._samples_since_update = 0
-        metrics = _mean_metrics([self.update() for _ in range(self.cfg.num_updates)])
-        self.log_scalars("", metrics)
-        return metrics
+        return self.count_and_update(n_envs, len(self.buffer), self.cfg.warmup_samples, self.cfg.samples_per_update,
+                                     self.cfg.num_updates)
 
     def update(self) -> dict[str, Tensor]:
         """One critic, one joint policy and two temperature steps on a fresh batch, then the polyak average."""
@@ -465,7 +456,7 @@ class HSD3Agent(Agent):
                                       alpha_d: Tensor) -> dict[str, Tensor]:
         """(E3) pi_f and pi_g jointly with the critic frozen (time 0, as at a decision), then (E5) and (E6)."""
         obs = {**obs, "time": torch.zeros_like(obs["time"])}
-        with _frozen(self.model.q):
+        with frozen(self.model.q):
             ev = evaluate_subsets(self.model.pi_task, self.model.pi_subgoal, self.model.q, obs, self.iface.masks)
             loss, info = policy_loss(ev.subset_probs, ev.q, ev.subgoal_log_probs, alpha_c, alpha_d)
             norms = self._step(("pi_task", "pi_subgoal"), loss)

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +47,11 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, make_config
+from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
 from hsd3_learn.models.factory import make_model
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.spaces import flatdim, th_flatten
-from hsd3_learn.utils import fused_kwargs, resolve_device
+from hsd3_learn.utils import resolve_device
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -179,26 +178,6 @@ def polyak_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
     torch._foreach_lerp_(target_params, source_params, 1.0 - polyak)
 
 
-@contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters of ``module`` get no gradient inside the block (gradients still flow to its inputs)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-def _mean_metrics(metrics: list[dict[str, Tensor]]) -> dict[str, float]:
-    """Average each metric over several updates, with one device-to-host copy for all of them."""
-    names = list(metrics[0])
-    means = torch.stack([torch.stack([m[name] for m in metrics]).float().mean() for name in names])
-    return dict(zip(names, means.tolist()))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The agent
 
@@ -225,9 +204,9 @@ class SACAgent(Agent):
         self.target_q = copy.deepcopy(self.model.q).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(self.cfg.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = -float(n_actions) if self.cfg.target_entropy is None else self.cfg.target_entropy
-        self.optim = {"pi": self._adam(self.model.pi.parameters(), self.cfg.lr_pi),
-                      "q": self._adam(self.model.q.parameters(), self.cfg.lr_q),
-                      "alpha": self._adam([self.log_alpha], self.cfg.lr_alpha)}
+        self.optim = {"pi": make_adam(self.model.pi.parameters(), self.cfg.lr_pi, self.device),
+                      "q": make_adam(self.model.q.parameters(), self.cfg.lr_q, self.device),
+                      "alpha": make_adam([self.log_alpha], self.cfg.lr_alpha, self.device)}
         self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
         self._samples_since_update = 0
         self.set_checkpoint_attr("model", "target_q", "optim", "log_alpha", "buffer", "_samples_since_update")
@@ -254,8 +233,6 @@ class SACAgent(Agent):
             raise ValueError(f"SACAgent: q must be a fused double critic returning [B, 2] (e.g. qd_d2rl_256); "
                              f"got shape {tuple(q.shape)} for B=1")
 
-    def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, **fused_kwargs("torch.optim.Adam", {}, self.device.type == "cuda"))
 
     @property
     def alpha(self) -> Tensor:
@@ -303,15 +280,8 @@ class SACAgent(Agent):
                              "reward": reward.to(self.device, torch.float32),
                              "terminated": terminated.to(self.device, torch.bool),
                              "next_obs": self.flatten_obs(next_obs)})
-        self.n_steps += 1
-        self.n_samples += n_envs
-        self._samples_since_update += n_envs
-        if len(self.buffer) < self.cfg.warmup_samples or self._samples_since_update < self.cfg.samples_per_update:
-            return {}
-        self._samples_since_update = 0
-        metrics = _mean_metrics([self.update() for _ in range(self.cfg.num_updates)])
-        self.log_scalars("", metrics)
-        return metrics
+        return self.count_and_update(n_envs, len(self.buffer), self.cfg.warmup_samples, self.cfg.samples_per_update,
+                                     self.cfg.num_updates)
 
     def update(self) -> dict[str, Tensor]:
         """One critic, one policy and one temperature step on a fresh batch, then the polyak average."""
@@ -353,7 +323,7 @@ class SACAgent(Agent):
         dist = self.model.pi(obs)
         action = dist.rsample()
         log_prob = dist.log_prob(action).sum(dim=-1)
-        with _frozen(self.model.q):
+        with frozen(self.model.q):
             q_min = self.model.q(obs, self._to_env(action)).min(dim=-1).values
             loss, info = actor_loss(q_min, log_prob, self.alpha)
             grad_norm = self._step("pi", self.model.pi, loss)

@@ -60,12 +60,12 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, make_config
-from hsd3_learn.agents.sac import (_frozen, _mean_metrics, actor_loss, critic_loss, critic_target, polyak_update,
+from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
+from hsd3_learn.agents.sac import (actor_loss, critic_loss, critic_target, polyak_update,
                                    temperature_loss)
 from hsd3_learn.models.factory import make_model
 from hsd3_learn.replaybuffer import ReplayBuffer
-from hsd3_learn.utils import fused_kwargs, resolve_device
+from hsd3_learn.utils import resolve_device
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -256,8 +256,8 @@ class SACMTAgent(Agent):
                                     requires_grad=True)
         self.target_entropy = -float(n_actions) if self.cfg.target_entropy is None else self.cfg.target_entropy
         lrs = {"pi": self.cfg.lr_pi, "q": self.cfg.lr_q, "reachability": self.cfg.lr_reachability}
-        self.optim = {name: self._adam(self.model[name].parameters(), lrs[name]) for name in models}
-        self.optim["alpha"] = self._adam([self.log_alpha], self.cfg.lr_alpha)
+        self.optim = {name: make_adam(self.model[name].parameters(), lrs[name], self.device) for name in models}
+        self.optim["alpha"] = make_adam([self.log_alpha], self.cfg.lr_alpha, self.device)
         self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
         self._samples_since_update = 0
         self.set_checkpoint_attr("model", "target", "optim", "log_alpha", "buffer", "_samples_since_update")
@@ -301,8 +301,6 @@ class SACMTAgent(Agent):
             raise ValueError(f"SACMTAgent: reachability must be a single critic returning [B] (e.g. q_d2rl_d_1024); "
                              f"got shape {shapes['reachability']} for B=1")
 
-    def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, **fused_kwargs("torch.optim.Adam", {}, self.device.type == "cuda"))
 
     @property
     def alpha(self) -> Tensor:
@@ -362,15 +360,8 @@ class SACMTAgent(Agent):
             raise ValueError("SACMTAgent.observe needs the step's info (reached_goal, last_step_of_task, time)")
         self._check_step_shapes(action, reward, terminated, truncated)
         self.buffer.put_row(self._transition(obs, action, reward, terminated, next_obs, info))
-        self.n_steps += 1
-        self.n_samples += self.num_envs
-        self._samples_since_update += self.num_envs
-        if len(self.buffer) < self.cfg.warmup_samples or self._samples_since_update < self.cfg.samples_per_update:
-            return {}
-        self._samples_since_update = 0
-        metrics = _mean_metrics([self.update() for _ in range(self.cfg.num_updates)])
-        self.log_scalars("", metrics)
-        return metrics
+        return self.count_and_update(self.num_envs, len(self.buffer), self.cfg.warmup_samples,
+                                     self.cfg.samples_per_update, self.cfg.num_updates)
 
     def _check_step_shapes(self, action: Tensor, reward: Tensor, terminated: Tensor, truncated: Tensor) -> None:
         n_envs, n_actions = self.num_envs, self._action_scale.shape[0]
@@ -448,7 +439,7 @@ class SACMTAgent(Agent):
         dist = self.model.pi(obs)
         action = dist.rsample()
         log_prob = dist.log_prob(action).sum(dim=-1)
-        with _frozen(self.model.q):
+        with frozen(self.model.q):
             q_min = self.model.q(obs, self._to_env(action)).min(dim=-1).values
             loss, info = actor_loss(q_min, log_prob, alpha)
             grad_norm = self._step("pi", loss)
