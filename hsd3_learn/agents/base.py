@@ -185,6 +185,7 @@ class Agent(ABC):
         self.n_samples = 0  # env steps summed over envs
         self.n_steps = 0  # vector-env steps (observe calls)
         self.n_updates = 0  # gradient steps
+        self._samples_since_update = 0  # samples since the last round of updates (count_and_update)
         self.training = True
         self._checkpoint_attrs: list[str] = []
 
