@@ -34,6 +34,7 @@ MODULES = [
     "hsd3_learn.agents.hsd3_interface",
     "hsd3_learn.agents.hsd3",
     "hsd3_learn.agents.sacmt",
+    "hsd3_learn.agents.hsdb",
     "hsd3_learn.training",
     "hsd3_learn.train",
     "hsd3_learn.envs",

@@ -14,13 +14,14 @@ from typing import Any
 
 from hsd3_learn.agents.base import Agent
 from hsd3_learn.agents.hsd3 import HSD3Agent
+from hsd3_learn.agents.hsdb import HSDBAgent
 from hsd3_learn.agents.sac import SACAgent, SACConfig
 from hsd3_learn.agents.sacmt import SACMTAgent
 
 __all__ = ["AGENTS", "Agent", "SACAgent", "SACConfig", "make_agent"]
 
 #: agent name (the ``agent.name`` of a config) -> class
-AGENTS: dict[str, type[Agent]] = {"hsd3": HSD3Agent, "sac": SACAgent, "sacmt": SACMTAgent}
+AGENTS: dict[str, type[Agent]] = {"hsd3": HSD3Agent, "hsdb": HSDBAgent, "sac": SACAgent, "sacmt": SACMTAgent}
 
 
 def make_agent(name: str, *args: Any, **kwargs: Any) -> Agent:

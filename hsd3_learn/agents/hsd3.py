@@ -303,14 +303,25 @@ class HSD3Agent(Agent):
             raise ValueError("HSD3Agent needs lo.init_from: the path of a low-level checkpoint (save_low_level)")
         self.num_envs = num_envs
         low = load_low_level(self.cfg.lo.init_from, self.cfg.lo.model, self.device)
-        gs = self.cfg.goal_space
-        subsets = select_subsets(low.subsets, low.cperf, gs.from_lo_eps, gs.rank_min, gs.rank_max)
-        self.iface = HiToLoInterface(obs_space, low, subsets, gs.key, self.device)
+        self.iface = HiToLoInterface(obs_space, low, self._choose_subsets(low), self.cfg.goal_space.key, self.device)
         self._set_action_bounds(action_space, self.iface.n_actions)
         self.model = self._build_model()
         self.target_q = copy.deepcopy(self.model.q).requires_grad_(False)
-        n_subsets = self.iface.n_subsets
-        self.log_alpha_c = torch.full((n_subsets,), math.log(self.cfg.init_alpha_c), device=self.device,
+        self._make_temperatures_and_optimizers()
+        self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
+        self.staging = _Staging(num_envs, self.cfg.action_interval, self.cfg.gamma, self.device)
+        self.contexts = ActingContexts(self.device)
+        self._samples_since_update = 0
+        self.set_checkpoint_attr("model", "target_q", "optim", "buffer", "staging", "contexts", "_samples_since_update")
+
+    def _choose_subsets(self, low: LowLevelCheckpoint) -> list[str]:
+        """The K subset names the high level chooses among: ``goal_space.subsets: from_lo``."""
+        gs = self.cfg.goal_space
+        return select_subsets(low.subsets, low.cperf, gs.from_lo_eps, gs.rank_min, gs.rank_max)
+
+    def _make_temperatures_and_optimizers(self) -> None:
+        """alpha_c [K] and alpha_d, one Adam per network and temperature; declared for checkpoints."""
+        self.log_alpha_c = torch.full((self.iface.n_subsets,), math.log(self.cfg.init_alpha_c), device=self.device,
                                       requires_grad=True)
         self.log_alpha_d = torch.tensor(math.log(self.cfg.init_alpha_d), device=self.device, requires_grad=True)
         self.optim = {"pi_task": make_adam(self.model.pi_task.parameters(), self.cfg.lr_pi_task, self.device),
@@ -318,12 +329,7 @@ class HSD3Agent(Agent):
                       "q": make_adam(self.model.q.parameters(), self.cfg.lr_q, self.device),
                       "alpha_c": make_adam([self.log_alpha_c], self.cfg.lr_alpha_c, self.device),
                       "alpha_d": make_adam([self.log_alpha_d], self.cfg.lr_alpha_d, self.device)}
-        self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
-        self.staging = _Staging(num_envs, self.cfg.action_interval, self.cfg.gamma, self.device)
-        self.contexts = ActingContexts(self.device)
-        self._samples_since_update = 0
-        self.set_checkpoint_attr("model", "target_q", "optim", "log_alpha_c", "log_alpha_d", "buffer", "staging",
-                                 "contexts", "_samples_since_update")
+        self.set_checkpoint_attr("log_alpha_c", "log_alpha_d")
 
     def _set_action_bounds(self, action_space: gym.Space, n_actions: int) -> None:
         """Low-level actions u in (-1, 1) become ``center + scale * u`` in ``[low, high]``."""
