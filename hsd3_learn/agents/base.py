@@ -76,6 +76,22 @@ def mean_metrics(metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     return dict(zip(names, means.tolist()))
 
 
+def action_bounds(action_space: Any, device: torch.device, who: str,
+                  n_actions: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(center, scale) [A] mapping policy outputs u in (-1, 1) to ``center + scale * u`` in ``[low, high]``."""
+    from gymnasium import spaces
+
+    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+        raise ValueError(f"{who} needs a 1-D Box action space; got {action_space}")
+    if n_actions is not None and action_space.shape != (n_actions,):
+        raise ValueError(f"{who} needs the skill's action space of {n_actions} dims; got {action_space}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"{who} needs finite action bounds; got {action_space}")
+    low = torch.as_tensor(action_space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(action_space.high, dtype=torch.float32, device=device)
+    return (high + low) / 2, (high - low) / 2
+
+
 def make_adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam, with the fused CUDA kernel when the agent lives on a GPU."""
     return torch.optim.Adam(params, lr=lr, **fused_kwargs("torch.optim.Adam", {}, device.type == "cuda"))

@@ -52,12 +52,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gymnasium as gym
-import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config
 from hsd3_learn.agents.hsd3_interface import (GOAL_SPACE_KEY, LOW_LEVEL_FORMAT, LOW_LEVEL_MODEL,
                                               DeterministicLowLevel, HiToLoInterface, LowLevelCheckpoint,
                                               LowLevelGoal, load_low_level, low_level_observation_space,
@@ -304,7 +303,8 @@ class HSD3Agent(Agent):
         self.num_envs = num_envs
         low = load_low_level(self.cfg.lo.init_from, self.cfg.lo.model, self.device)
         self.iface = HiToLoInterface(obs_space, low, self._choose_subsets(low), self.cfg.goal_space.key, self.device)
-        self._set_action_bounds(action_space, self.iface.n_actions)
+        self._action_center, self._action_scale = action_bounds(action_space, self.device, type(self).__name__,
+                                                                   self.iface.n_actions)
         self.model = self._build_model()
         self.target_q = copy.deepcopy(self.model.q).requires_grad_(False)
         self._make_temperatures_and_optimizers()
@@ -330,16 +330,6 @@ class HSD3Agent(Agent):
                       "alpha_c": make_adam([self.log_alpha_c], self.cfg.lr_alpha_c, self.device),
                       "alpha_d": make_adam([self.log_alpha_d], self.cfg.lr_alpha_d, self.device)}
         self.set_checkpoint_attr("log_alpha_c", "log_alpha_d")
-
-    def _set_action_bounds(self, action_space: gym.Space, n_actions: int) -> None:
-        """Low-level actions u in (-1, 1) become ``center + scale * u`` in ``[low, high]``."""
-        if not isinstance(action_space, spaces.Box) or action_space.shape != (n_actions,) or \
-                not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise ValueError(f"HSD3Agent needs the skill's finite 1-D Box action space of {n_actions} dims; "
-                             f"got {action_space}")
-        low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
-        self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
 
     def _build_model(self) -> nn.ModuleDict:
         """pi_task, pi_subgoal (multi-head, one head per subset) and q on the high-level observation."""

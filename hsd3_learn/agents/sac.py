@@ -47,7 +47,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config
 from hsd3_learn.models.factory import make_model
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.spaces import flatdim, th_flatten
@@ -196,7 +196,7 @@ class SACAgent(Agent):
         self.obs_space = obs_space
         self.action_space = action_space
         self.num_envs = num_envs
-        self._set_action_bounds(action_space)
+        self._action_center, self._action_scale = action_bounds(action_space, self.device, "SACAgent")
         n_actions = int(action_space.shape[0])
         flat_space = spaces.Box(-np.inf, np.inf, (flatdim(obs_space),), np.float32)
         self.model = make_model({"pi": self.cfg.pi, "q": self.cfg.q}, flat_space, action_space).to(self.device)
@@ -210,16 +210,6 @@ class SACAgent(Agent):
         self.buffer = ReplayBuffer(self.cfg.rpbuf_size, interleave=num_envs, device=self.device)
         self._samples_since_update = 0
         self.set_checkpoint_attr("model", "target_q", "optim", "log_alpha", "buffer", "_samples_since_update")
-
-    def _set_action_bounds(self, action_space: gym.Space) -> None:
-        """Policy actions u in (-1, 1) become ``center + scale * u`` in ``[low, high]``."""
-        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
-            raise ValueError(f"SACAgent needs a 1-D Box action space; got {action_space}")
-        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise ValueError(f"SACAgent needs finite action bounds; got {action_space}")
-        low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
-        self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
 
     def _check_models(self, n_obs: int, n_actions: int) -> None:
         """The policy must give a reparameterisable distribution, the critic [B, 2]."""

@@ -60,7 +60,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, frozen, make_adam, make_config
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config
 from hsd3_learn.agents.sac import (actor_loss, critic_loss, critic_target, polyak_update,
                                    temperature_loss)
 from hsd3_learn.models.factory import make_model
@@ -242,7 +242,7 @@ class SACMTAgent(Agent):
         self.obs_space = obs_space
         self.action_space = action_space
         self.num_envs = num_envs
-        self._set_action_bounds(action_space)
+        self._action_center, self._action_scale = action_bounds(action_space, self.device, "SACMTAgent")
         n_actions = int(action_space.shape[0])
         models = {"pi": self.cfg.pi, "q": self.cfg.q}
         if self.cfg.update_reachability:
@@ -274,16 +274,6 @@ class SACMTAgent(Agent):
             raise ValueError(f"SACMTAgent: per_task_alpha needs a task mask of at most {MAX_TASK_BITS} entries; "
                              f"got {task.shape[0]}")
         return net_space
-
-    def _set_action_bounds(self, action_space: gym.Space) -> None:
-        """Policy actions u in (-1, 1) become ``center + scale * u`` in ``[low, high]``."""
-        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
-            raise ValueError(f"SACMTAgent needs a 1-D Box action space; got {action_space}")
-        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise ValueError(f"SACMTAgent needs finite action bounds; got {action_space}")
-        low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
-        self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
 
     def _check_models(self, n_actions: int) -> None:
         """pi must give a reparameterisable distribution, q [B, 2], reachability [B]."""
