@@ -31,27 +31,36 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "check_command_line", "experiments", "main", "one_line"]
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "absolute_input_paths",
+           "check_command_line", "experiments", "main", "one_line"]
 
 #: the Hydra config directory inside the installed package
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 #: the experiment run when ``-cn`` is not given
 DEFAULT_CONFIG = "walker_sac"
+#: the pre-training experiment run when ``-cn`` is not given
+DEFAULT_PRETRAIN_CONFIG = "walker_pretrain"
 _NOT_EXPERIMENTS = {"common"}
 
 
-def experiments() -> list[str]:
-    """The experiment names ``-cn`` accepts: the top-level YAML files of :data:`CONFIG_DIR` except shared ones."""
-    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if path.stem not in _NOT_EXPERIMENTS)
+#: experiments whose name ends with this are run by ``python -m hsd3_learn.pretrain``
+PRETRAIN_SUFFIX = "_pretrain"
 
 
-def one_line(err: BaseException) -> str:
+def experiments(pretraining: bool = False) -> list[str]:
+    """The experiment names ``-cn`` accepts: the top-level YAML files of :data:`CONFIG_DIR` except shared ones;
+    the downstream ones (``hsd3_learn.train``) or, with ``pretraining``, the ``*_pretrain`` ones."""
+    names = (path.stem for path in CONFIG_DIR.glob("*.yaml") if path.stem not in _NOT_EXPERIMENTS)
+    return sorted(name for name in names if name.endswith(PRETRAIN_SUFFIX) == pretraining)
+
+
+def one_line(err: BaseException, pretraining: bool = False) -> str:
     """An error message on one line: Hydra's config-search-path listing and OmegaConf's key details dropped."""
     if isinstance(err, MissingConfigException):
         if err.options:  # an unknown option of a config group, e.g. profile=huge
             group, _, option = str(err.missing_cfg_file).rpartition("/")
             return f"unknown {group} {option!r}; valid: {', '.join(err.options)}"
-        return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments())}"
+        return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments(pretraining))}"
     lines = []
     for line in str(err).splitlines():
         if line.startswith("Config search path"):
@@ -63,21 +72,27 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines) or type(err).__name__
 
 
-def check_command_line(argv: Sequence[str]) -> None:
+def check_command_line(argv: Sequence[str], pretraining: bool = False) -> None:
     """Compose the config of a single run from the command line once, so that a bad override fails with one line
-    (``SystemExit``) instead of Hydra's multi-line report. Sweeps and Hydra's informational flags are left to
+    (``SystemExit``) instead of Hydra's multi-line report, and so does an experiment of the other entry point
+    (``*_pretrain`` ones belong to ``hsd3_learn.pretrain``). Sweeps and Hydra's informational flags are left to
     Hydra, and so are runs with another config path."""
+    prog = "hsd3_learn.pretrain" if pretraining else "hsd3_learn.train"
     args = get_args_parser().parse_args(list(argv))
     if (args.multirun or args.help or args.hydra_help or args.info or args.cfg or args.shell_completion
             or args.config_path or args.config_dir or args.experimental_rerun):
         return
-    config_name = args.config_name or DEFAULT_CONFIG
+    config_name = args.config_name or (DEFAULT_PRETRAIN_CONFIG if pretraining else DEFAULT_CONFIG)
+    if (CONFIG_DIR / f"{config_name}.yaml").is_file() and config_name.endswith(PRETRAIN_SUFFIX) != pretraining:
+        other = "hsd3_learn.train" if pretraining else "hsd3_learn.pretrain"
+        raise SystemExit(f"{prog}: error: {config_name!r} is run by python -m {other}; {prog} runs "
+                         f"{', '.join(experiments(pretraining))}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=args.overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
-            message = _unknown_key_message(err, config_name) or one_line(err)
-            raise SystemExit(f"hsd3_learn.train: error: {message}") from None
+            message = _unknown_key_message(err, config_name) or one_line(err, pretraining)
+            raise SystemExit(f"{prog}: error: {message}") from None
 
 
 def _unknown_key_message(err: BaseException, config_name: str) -> str | None:
@@ -105,10 +120,19 @@ def run(cfg: DictConfig) -> None:
     from hsd3_learn.training import prepare_run, train
 
     try:
+        absolute_input_paths(cfg)
         setup = prepare_run(cfg)
     except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
         raise SystemExit(f"hsd3_learn.train: error: {one_line(err)}") from None
     train(setup)
+
+
+def absolute_input_paths(cfg: DictConfig) -> None:
+    """Make ``lo.init_from`` absolute relative to where the command was started: sweeps run each job in its own
+    directory (``hydra.job.chdir``), where a relative path would no longer point at the file."""
+    path = OmegaConf.select(cfg, "lo.init_from")
+    if isinstance(path, str) and path and not Path(path).is_absolute():
+        cfg.lo.init_from = hydra.utils.to_absolute_path(path)
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ Differences from hucc's ``train.py``:
    return and std, and videos went to visdom instead of MP4 files.
 6. Signals are handled at a safe point between steps (``PreemptionHook`` in deferred mode), and the process then
    exits normally; hucc checkpointed inside the SIGUSR1 handler.
-7. No ``auto_adapt_config``: it only changes HSD-3 settings (the goal space on Stairs, the action interval on
-   PoleBalance), so it belongs with that agent; no state-count diagnostics (``dump_state_counts``).
+7. ``auto_adapt`` (hucc's ``auto_adapt_config``) changes only goal-space agents' settings (:data:`AUTO_ADAPTATIONS`)
+   and logs what it changed; no state-count diagnostics (``dump_state_counts``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -64,13 +65,15 @@ from envs import task_class
 from envs.gallery import save_episode_video
 from envs.robots import get_robot
 from hsd3_learn.agents import AGENTS, Agent, make_agent
+from hsd3_learn.agents.hsd3_interface import GOAL_SPACE_KEY, make_hsd3_env
 from hsd3_learn.envs.vector import TorchVectorEnv, make_vector_env
 from hsd3_learn.envs.wrappers import make_env
 from hsd3_learn.utils import PreemptionHook, resolve_device, seed_everything
 
-__all__ = ["EVAL_COLUMNS", "EpisodeStats", "EvalLog", "EvalResult", "RunSetup", "Schedule", "TrainResult",
-           "check_config", "eval_mode", "evaluate", "is_due", "make_run_agent", "make_vector_envs", "prepare_run",
-           "record_video", "step_info_values", "train", "train_loop", "train_step"]
+__all__ = ["AUTO_ADAPTATIONS", "EVAL_COLUMNS", "EpisodeStats", "EvalLog", "EvalResult", "RunSetup", "Schedule",
+           "TrainResult", "auto_adapt", "check_config", "eval_mode", "evaluate", "is_due", "make_run_agent",
+           "make_task_env", "make_vector_envs", "open_run", "prepare_run", "record_video", "set_threads",
+           "step_info_values", "train", "train_loop", "train_step"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,17 @@ def is_due(n_samples: int, last: int, interval: int) -> bool:
     return n_samples // interval > last // interval
 
 
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` torch CPU threads (None: leave torch's default). Runs sharing the cores of one machine
+    should use 1 each: more threads than free cores make torch's thread pool spin and every update many times
+    slower."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or null (torch's default); got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail with one line on a missing value or an unknown task, robot or agent, before anything is built."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -137,11 +151,47 @@ def _env_kwargs(env_cfg: DictConfig, **extra: Any) -> dict[str, Any]:
     return kwargs
 
 
-def make_vector_envs(env_cfg: DictConfig, num_envs: int, device: str | torch.device = "cpu") -> TorchVectorEnv:
-    """``num_envs`` copies of ``env_cfg.task`` for ``env_cfg.robot``, wrapped, vectorised (``env_cfg.vector``:
-    sync or async) with same-step auto-reset, speaking torch on ``device``."""
-    make_one = partial(make_env, env_cfg.task, env_cfg.robot, **_env_kwargs(env_cfg))
+def make_task_env(env_cfg: DictConfig, agent_cfg: Mapping[str, Any] | None = None, **extra: Any) -> gym.Env:
+    """One env of a run: ``env_cfg.task`` for ``env_cfg.robot`` with ``env_cfg.wrappers``; for agents that read the
+    goal space (HSD-3, HSD-Bandit) also the episode step and the raw goal-space features of
+    ``agent_cfg.goal_space`` (:func:`make_hsd3_env`). ``extra`` goes to the task (e.g. ``render_mode``)."""
+    kwargs = _env_kwargs(env_cfg, **extra)
+    agent_cls = AGENTS.get(agent_cfg["name"]) if agent_cfg is not None else None
+    if agent_cls is not None and agent_cls.reads_goal_space:
+        gs = agent_cfg.get("goal_space") or {}
+        return make_hsd3_env(env_cfg.task, env_cfg.robot, goal_space_kind=gs.get("features", "bodyfeet"),
+                             key=gs.get("key", GOAL_SPACE_KEY), **kwargs)
+    return make_env(env_cfg.task, env_cfg.robot, **kwargs)
+
+
+def make_vector_envs(env_cfg: DictConfig, num_envs: int, device: str | torch.device = "cpu",
+                     agent_cfg: Mapping[str, Any] | None = None) -> TorchVectorEnv:
+    """``num_envs`` envs of :func:`make_task_env`, vectorised (``env_cfg.vector``: sync or async) with same-step
+    auto-reset, speaking torch on ``device``."""
+    make_one = partial(make_task_env, env_cfg, agent_cfg)
     return TorchVectorEnv(make_vector_env([make_one] * num_envs, kind=env_cfg.vector), device=device)
+
+
+#: hucc's ``auto_adapt_config``: task -> (agent config key, value) that HSD-3 and HSD-Bandit need there
+AUTO_ADAPTATIONS: dict[str, tuple[str, Any]] = {
+    "Stairs": ("goal_space.features", "bodyfeet-relz"),  # heights above the steps, not above z = 0
+    "PoleBalance": ("action_interval", 1),  # the pole needs a decision at every step
+}
+
+
+def auto_adapt(cfg: DictConfig) -> list[str]:
+    """With ``auto_adapt: true`` and a goal-space agent, apply :data:`AUTO_ADAPTATIONS` for ``env.task`` to
+    ``cfg.agent`` in place; returns the changes as ``key=value`` strings (logged by the run)."""
+    if not cfg.get("auto_adapt", False) or cfg.env.task not in AUTO_ADAPTATIONS:
+        return []
+    agent_cls = AGENTS.get(cfg.agent.name)
+    if agent_cls is None or not agent_cls.reads_goal_space:
+        return []
+    key, value = AUTO_ADAPTATIONS[cfg.env.task]
+    if OmegaConf.select(cfg.agent, key) == value:
+        return []
+    OmegaConf.update(cfg.agent, key, value, merge=False)
+    return [f"agent.{key}={value}"]
 
 
 def make_run_agent(agent_cfg: Mapping[str, Any], envs: TorchVectorEnv, writer: SummaryWriter | None = None) -> Agent:
@@ -204,8 +254,9 @@ def eval_mode(agent: Agent) -> Iterator[Agent]:
             agent.train()
 
 
-def evaluate(agent: Agent, envs: TorchVectorEnv) -> EvalResult:
-    """One episode per env with deterministic actions, env i reset with seed i: [E] scores, returns and lengths.
+def evaluate(agent: Agent, envs: TorchVectorEnv, seed: int = 0, score_key: str = "score") -> EvalResult:
+    """One episode per env with deterministic actions, env i reset with seed ``seed + i``: [E] scores (the episode
+    sums of ``info[score_key]``), returns and lengths.
 
     All envs start together and the batch is stepped until every episode has ended; steps of envs that already
     finished (and auto-reset) are ignored. The agent should be in evaluation mode (:func:`eval_mode`).
@@ -214,12 +265,12 @@ def evaluate(agent: Agent, envs: TorchVectorEnv) -> EvalResult:
     scores, returns = np.zeros(n_envs), np.zeros(n_envs)
     lengths = np.zeros(n_envs, dtype=np.int64)
     running = np.ones(n_envs, dtype=bool)
-    obs, _ = envs.reset(seed=0)
+    obs, _ = envs.reset(seed=seed)
     while running.any():
         obs, reward, terminated, truncated, info = envs.step(agent.action(obs, explore=False))
         ended = (terminated | truncated).cpu().numpy()
         returns += np.where(running, reward.cpu().numpy(), 0.0)
-        scores += np.where(running, step_info_values(info, "score", ended), 0.0)
+        scores += np.where(running, step_info_values(info, score_key, ended), 0.0)
         lengths += running
         running &= ~ended
     return EvalResult(scores, returns, lengths)
@@ -232,9 +283,11 @@ def _batch_of_one(obs: Any, device: torch.device) -> Any:
     return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device).unsqueeze(0)
 
 
-def record_video(agent: Agent, env_cfg: DictConfig, path: str | os.PathLike, steps: int) -> Path:
-    """An MP4 of one deterministic episode (env seed 0, at most ``steps`` steps) of the task in ``env_cfg``."""
-    env = make_env(env_cfg.task, env_cfg.robot, **_env_kwargs(env_cfg, render_mode="rgb_array"))
+def record_video(agent: Agent, env_cfg: DictConfig, path: str | os.PathLike, steps: int,
+                 agent_cfg: Mapping[str, Any] | None = None) -> Path:
+    """An MP4 of one deterministic episode (env seed 0, at most ``steps`` steps) of the task in ``env_cfg``, in
+    the envs of ``agent_cfg`` (see :func:`make_task_env`)."""
+    env = make_task_env(env_cfg, agent_cfg, render_mode="rgb_array")
 
     def policy(obs: Any) -> np.ndarray:
         return agent.action(_batch_of_one(obs, agent.device), explore=False)[0].cpu().numpy()
@@ -246,10 +299,18 @@ def record_video(agent: Agent, env_cfg: DictConfig, path: str | os.PathLike, ste
 
 
 class EvalLog:
-    """``eval.csv``: one row per evaluation (:data:`EVAL_COLUMNS`), appended and flushed as evaluations finish."""
+    """``eval.csv``: one row per evaluation (:data:`EVAL_COLUMNS`, or ``columns`` starting with ``samples``),
+    appended and flushed as evaluations finish. Values read back as floats, except in ``text_columns`` and empty
+    cells (strings)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, columns: tuple[str, ...] = EVAL_COLUMNS,
+                 text_columns: tuple[str, ...] = ()) -> None:
+        if not columns or columns[0] != "samples" or not set(text_columns) <= set(columns[1:]):
+            raise ValueError(f"EvalLog columns must start with 'samples' and hold the text columns; got {columns!r}, "
+                             f"{text_columns!r}")
         self.path = Path(path)
+        self.columns = tuple(columns)
+        self.text_columns = frozenset(text_columns)
 
     def rows(self) -> list[dict[str, float]]:
         """The rows written so far (empty when the file does not exist)."""
@@ -257,10 +318,11 @@ class EvalLog:
             return []
         with self.path.open(newline="") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != EVAL_COLUMNS:
-                raise ValueError(f"{self.path} has columns {reader.fieldnames}, not {list(EVAL_COLUMNS)}; move it "
+            if tuple(reader.fieldnames or ()) != self.columns:
+                raise ValueError(f"{self.path} has columns {reader.fieldnames}, not {list(self.columns)}; move it "
                                  "away or use another run directory")
-            return [{key: float(value) for key, value in row.items()} for row in reader]
+            return [{key: value if key in self.text_columns or value == "" else float(value)
+                     for key, value in row.items()} for row in reader]
 
     def truncate(self, n_samples: int) -> int:
         """Drop the rows after ``n_samples`` (evaluations the checkpoint being resumed did not see); returns the
@@ -273,18 +335,22 @@ class EvalLog:
             os.replace(tmp, self.path)
         return int(kept[-1]["samples"]) if kept else -1
 
-    def append(self, n_samples: int, summary: Mapping[str, float]) -> None:
+    def append(self, n_samples: int, summary: Mapping[str, float | str]) -> None:
         """Add the row of an evaluation at ``n_samples`` (the header first, for a new file)."""
-        self._write(self.path, [{"samples": n_samples, **summary}], "a")
+        self.extend(n_samples, [summary])
 
-    @staticmethod
-    def _write(path: Path, rows: list[Mapping[str, float]], mode: str) -> None:
+    def extend(self, n_samples: int, summaries: list[Mapping[str, float | str]]) -> None:
+        """Add several rows of one evaluation at ``n_samples`` (e.g. one per subset)."""
+        self._write(self.path, [{"samples": n_samples, **summary} for summary in summaries], "a")
+
+    def _write(self, path: Path, rows: list[Mapping[str, float | str]], mode: str) -> None:
         new = mode == "w" or not path.exists() or path.stat().st_size == 0
         with path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             if new:
                 writer.writeheader()
-            writer.writerows({key: row[key] for key in EVAL_COLUMNS} for row in rows)
+            writer.writerows({key: row[key] for key in self.columns} for row in rows)
+
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -318,7 +384,7 @@ def train_step(agent: Agent, envs: TorchVectorEnv, obs: Any, episodes: EpisodeSt
     next_obs, reward, terminated, truncated, info = envs.step(action)
     # Same-step auto-reset: for envs that just ended, next_obs already starts the next episode; the observation
     # this action led to is info["final_obs"] (that is what the replay buffer must store).
-    agent.observe(obs, action, reward, terminated, truncated, info.get("final_obs", next_obs))
+    agent.observe(obs, action, reward, terminated, truncated, info.get("final_obs", next_obs), info)
     finished = episodes.update(reward, terminated | truncated)
     if finished:
         agent.log_scalars("train/", finished)
@@ -402,9 +468,13 @@ class TrainResult:
     last_eval: dict[str, float] | None  # the summary of the latest evaluation of this process, if any
 
 
-def _agent_for_run(cfg: DictConfig, run_dir: Path, train_envs: TorchVectorEnv) -> tuple[Agent, bool]:
-    """The run's agent, loaded from the run's checkpoint when there is one; also whether it was."""
+def _agent_for_run(cfg: DictConfig, run_dir: Path, train_envs: TorchVectorEnv,
+                   extend: Callable[[Agent], None] | None = None) -> tuple[Agent, bool]:
+    """The run's agent (``extend`` adds run state to it first), loaded from the run's checkpoint when there is
+    one; also whether it was."""
     agent = make_run_agent(cfg.agent, train_envs)
+    if extend is not None:
+        extend(agent)
     checkpoint = run_dir / cfg.checkpoint.path
     if not checkpoint.exists():
         return agent, False
@@ -418,15 +488,24 @@ def prepare_run(cfg: DictConfig, run_dir: str | os.PathLike = ".") -> RunSetup:
     (creating the directory if needed), and write the resolved config. Bad input fails here, with one-line errors,
     before any training."""
     check_config(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    for change in auto_adapt(cfg):
+        log.info("auto_adapt for %s: %s", cfg.env.task, change)
     device = resolve_device(cfg.device)
+    set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)
-    train_envs = make_vector_envs(cfg.env, cfg.env.num_envs, device)
-    eval_envs = make_vector_envs(cfg.env, cfg.eval.num_envs, device)
+    train_envs = make_vector_envs(cfg.env, cfg.env.num_envs, device, cfg.agent)
+    eval_envs = make_vector_envs(cfg.env, cfg.eval.num_envs, device, cfg.agent)
+    return open_run(cfg, Path(run_dir), train_envs, eval_envs, EvalLog(Path(run_dir) / EVAL_CSV))
+
+
+def open_run(cfg: DictConfig, run_dir: Path, train_envs: TorchVectorEnv, eval_envs: TorchVectorEnv,
+             eval_log: EvalLog, extend: Callable[[Agent], None] | None = None) -> RunSetup:
+    """The shared second half of preparing a run: the agent (resumed if ``run_dir`` has a checkpoint; ``extend``
+    attaches extra run state to it before loading), ``eval_log`` cut back to the checkpoint, TensorBoard and
+    ``config.yaml``. Closes the envs if anything fails."""
     try:
-        agent, resumed = _agent_for_run(cfg, run_dir, train_envs)
-        eval_log = EvalLog(run_dir / EVAL_CSV)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        agent, resumed = _agent_for_run(cfg, run_dir, train_envs, extend)
         last_eval = eval_log.truncate(agent.n_samples)
     except BaseException:
         train_envs.close()
@@ -449,7 +528,7 @@ def _evaluate_and_log(setup: RunSetup, progress: tqdm | None) -> dict[str, float
         summary = evaluate(agent, setup.eval_envs).summary()
         if cfg.eval.video:
             video = setup.run_dir / VIDEO_DIR / f"eval_{agent.n_samples:09d}.mp4"
-            record_video(agent, cfg.env, video, cfg.eval.video_steps)
+            record_video(agent, cfg.env, video, cfg.eval.video_steps, cfg.agent)
     agent.log_scalars("eval/", summary)
     setup.eval_log.append(agent.n_samples, summary)
     log.info("eval at %d samples: score %.3f (min %.3f, max %.3f), return %.3f", agent.n_samples,
@@ -459,9 +538,12 @@ def _evaluate_and_log(setup: RunSetup, progress: tqdm | None) -> dict[str, float
     return summary
 
 
-def train(setup: RunSetup, progress: bool = True) -> TrainResult:
+def train(setup: RunSetup, progress: bool = True,
+          evaluate_run: Callable[[RunSetup, tqdm | None], dict[str, float]] | None = None) -> TrainResult:
     """Run the loop of a prepared run with a progress bar (stderr), checkpointing on SIGTERM/SIGUSR1; closes the
-    setup at the end."""
+    setup at the end. ``evaluate_run(setup, bar)`` evaluates and logs (default: the task evaluation of
+    :func:`evaluate`; pre-training passes its own) and returns a summary."""
+    evaluate_run = evaluate_run or _evaluate_and_log
     cfg, agent = setup.cfg, setup.agent
     schedule = Schedule.from_config(cfg)
     latest: dict[str, dict[str, float]] = {}
@@ -471,7 +553,7 @@ def train(setup: RunSetup, progress: bool = True) -> TrainResult:
         log.info("checkpoint at %d samples: %s", agent.n_samples, setup.checkpoint_path)
 
     def evaluate_now() -> None:
-        latest["summary"] = _evaluate_and_log(setup, bar)
+        latest["summary"] = evaluate_run(setup, bar)
 
     if agent.n_samples >= schedule.max_samples:
         log.info("the run already has %d samples (max_samples %d); raise max_samples to train on", agent.n_samples,

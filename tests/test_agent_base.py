@@ -34,7 +34,7 @@ class ToyAgent(Agent):
     def action(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
         return self.net(obs) + (torch.randn(obs.shape[0], 1) if explore else 0)
 
-    def observe(self, obs, action, reward, terminated, truncated, next_obs) -> dict[str, float]:
+    def observe(self, obs, action, reward, terminated, truncated, next_obs, info=None) -> dict[str, float]:
         self.buffer.put_row({"obs": obs, "reward": reward})
         self.n_steps += 1
         self.n_samples += obs.shape[0]

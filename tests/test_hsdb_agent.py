@@ -121,7 +121,7 @@ def test_config_defaults_are_walker_hsdb_and_bad_values_fail():
                                                             None)
     with pytest.raises(ValueError, match="bandit 'ucb2' is unknown; valid bandits: uniform"):
         HSDBConfig(bandit="ucb2")
-    with pytest.raises(ValueError, match="do not fit bandit 'uniform'.*bandit_kwargs: \\{\\}"):
+    with pytest.raises(ValueError, match="do not fit bandit 'uniform'.*bandit_kwargs: null"):
         HSDBConfig(bandit="uniform")
     with pytest.raises(ValueError, match="subsets must be None or a non-empty list"):
         HSDBConfig(subsets="0+1")

@@ -37,6 +37,8 @@ MODULES = [
     "hsd3_learn.agents.hsdb",
     "hsd3_learn.training",
     "hsd3_learn.train",
+    "hsd3_learn.pretraining",
+    "hsd3_learn.pretrain",
     "hsd3_learn.envs",
     "hsd3_learn.envs.goal_spaces",
     "hsd3_learn.envs.pretraining",

@@ -51,7 +51,7 @@ class ZeroAgent(Agent):
         self.acted_on.append(obs["observation"].clone())
         return torch.zeros(obs["observation"].shape[0], self.n_actions)
 
-    def observe(self, obs, action, reward, terminated, truncated, next_obs):
+    def observe(self, obs, action, reward, terminated, truncated, next_obs, info=None):
         self.observed.append((terminated | truncated, next_obs["observation"].clone()))
         self.n_samples += self.num_envs
         self.n_steps += 1
@@ -106,7 +106,8 @@ def test_laptop_and_tiny_profiles_scale_the_paper_down():
 
 
 def test_experiments_and_hydra_settings():
-    assert experiments() == ["humanoid_sac", "walker_sac"]
+    assert experiments() == ["humanoid_hsd3", "humanoid_hsdb", "humanoid_sac", "humanoid_sd", "walker_hsd3",
+                             "walker_hsdb", "walker_sac", "walker_sd"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="walker_sac", overrides=["profile=tiny"], return_hydra_config=True)
     assert (cfg.hydra.run.dir, cfg.hydra.output_subdir, cfg.hydra.job.chdir) == (".", None, True)
@@ -294,7 +295,7 @@ def test_same_seed_twice_gives_the_same_run(tmp_path):
 
 def test_check_command_line_reformats_hydra_errors_to_one_line():
     for argv, message in [(["profile=huge"], "unknown profile 'huge'; valid: laptop, paper, tiny"),
-                          (["-cn", "nope"], "unknown experiment 'nope'; valid: humanoid_sac, walker_sac"),
+                          (["-cn", "nope"], "unknown experiment 'nope'; valid: humanoid_hsd3, humanoid_hsdb, humanoid_sac"),
                           (["env.taks=1"], "unknown key 'env.taks'; valid keys under env: task, robot"),
                           (["env.task=["], "no viable alternative")]:
         with pytest.raises(SystemExit) as err:

@@ -195,6 +195,9 @@ def _load_into(value: Any, state: Any, name: str) -> Any:
 class Agent(ABC):
     """Base class of all agents; subclasses implement :meth:`action`, :meth:`observe` and :meth:`update`."""
 
+    #: whether the agent's envs must add ``obs["time"]`` and the goal-space features (HSD-3, HSD-Bandit)
+    reads_goal_space = False
+
     def __init__(self, device: torch.device, writer: SummaryWriter | None = None) -> None:
         self.device = device
         self.writer = writer  # TensorBoard writer; None logs nothing
@@ -227,8 +230,11 @@ class Agent(ABC):
 
     @abstractmethod
     def observe(self, obs: Any, action: Any, reward: torch.Tensor, terminated: torch.Tensor,
-                truncated: torch.Tensor, next_obs: Any) -> dict[str, float]:
-        """Store one vector-env step; run the updates that are due and return their metrics (or ``{}``)."""
+                truncated: torch.Tensor, next_obs: Any, info: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Store one vector-env step; run the updates that are due and return their metrics (or ``{}``).
+
+        ``info`` is the vector env's info of the step; agents that need per-step flags (SAC-MT) or episode
+        returns (HSD-Bandit) read it, the others ignore it."""
 
     @abstractmethod
     def update(self) -> dict[str, torch.Tensor]:

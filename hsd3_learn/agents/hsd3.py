@@ -67,6 +67,7 @@ from hsd3_learn.agents.hsd3_math import (DyneStaging, StagedTransition, critic_t
 from hsd3_learn.agents.sac import critic_loss, polyak_update
 from hsd3_learn.models.blocks import MultiHeadGaussianFromEmbedding, TanhNormal
 from hsd3_learn.models.factory import TaskConditionedPolicy, make_model
+from hsd3_learn.envs.goal_spaces import GOAL_SPACE_KINDS
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.utils import resolve_device
 
@@ -166,6 +167,7 @@ class LowLevelConfig:
 class GoalSpaceConfig:
     """Which goal-space subsets the high level chooses among (hucc's ``goal_space`` group, ``subsets: from_lo``)."""
 
+    features: str = "bodyfeet"  # the env's goal space: bodyfeet, or bodyfeet-relz (heights above the ground; Stairs)
     key: str = GOAL_SPACE_KEY  # observation key of the raw goal-space features
     from_lo_eps: float = 1.0  # keep subsets with controllability >= 1 - eps (1.0 keeps all)
     rank_min: int = 1  # fewest feature groups in a subset
@@ -218,6 +220,7 @@ class HSD3Config:
         _require(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0 (0 disables it)")
         gs = self.goal_space
         _require(1 <= gs.rank_min <= gs.rank_max, "goal_space.rank_min", "must satisfy 1 <= rank_min <= rank_max")
+        _require(gs.features in GOAL_SPACE_KINDS, "goal_space.features", f"must be one of {', '.join(GOAL_SPACE_KINDS)}")
 
 
 def _is_int(value: Any) -> bool:
@@ -289,6 +292,9 @@ class _Staging(DyneStaging):
 
 class HSD3Agent(Agent):
     """The HSD-3 high level over a frozen skill, for N envs stepped together; see the module docstring."""
+
+    #: the training script builds its envs with :func:`make_hsd3_env` (time step and goal-space features)
+    reads_goal_space = True
 
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, num_envs: int = 1,
                  cfg: HSD3Config | Mapping[str, Any] | None = None, writer: SummaryWriter | None = None) -> None:
@@ -408,7 +414,8 @@ class HSD3Agent(Agent):
     # ---------------------------------------------------------------- learning
 
     def observe(self, obs: Mapping[str, Tensor], action: Tensor, reward: Tensor, terminated: Tensor,
-                truncated: Tensor, next_obs: Mapping[str, Tensor]) -> dict[str, float]:
+                truncated: Tensor, next_obs: Mapping[str, Tensor],
+                info: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Stage one vector-env step for DynE, store the transition it completes and run the updates that are due.
 
         ``obs`` is what the last :meth:`action` call saw; action [N, A]; reward, terminated, truncated [N];

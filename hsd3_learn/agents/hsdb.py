@@ -17,15 +17,15 @@ fixed for a whole episode and chosen outside the RL problem:
   The critic (``qd_d2rl_d_256``) reads the flattened Dict action: one-hot(f) and the masked subgoal.
 
 **SD** is the same agent with one subset of all features (:func:`sd_subsets`, walker ``"0+1+2+3+4+5+6"``) and the
-uniform bandit: ``{"bandit": "uniform", "bandit_kwargs": {}, "subsets": sd_subsets("walker"), ...}``. With
+uniform bandit: ``{"bandit": "uniform", "bandit_kwargs": None, "subsets": sd_subsets("walker"), ...}``. With
 ``subsets`` left at None the subsets come from the low level (``goal_space``, as HSD-3).
 
 Differences from hucc's ``HSDBAgent`` (``hucc/agents/hsdb.py``), besides those of :mod:`hsd3_learn.agents.hsd3`:
 
 1. The first K training episodes take the arms in order 0..K-1 (hucc: the same idea); every later one is uniform.
-2. The episode return is ``info["reward_acc"]`` when :meth:`HSDBAgent.observe` is given the step's info (from
-   ``info["final_info"]`` in same-step auto-reset), else the reward sum the agent tracks per env: the training loop
-   passes no info, and both are the same with the ``reward_acc`` wrapper.
+2. The episode return is ``info["reward_acc"]`` when the step's info has it (from ``info["final_info"]`` in
+   same-step auto-reset; the ``reward_acc`` wrapper adds it), else the reward sum the agent tracks per env: both
+   are the same.
 3. The bandit's state is part of agent checkpoints (numpy arrays stored as tensors, for ``weights_only`` loading).
 4. ``HSD3Config``'s pi_f and alpha_d fields (``pi_task``, ``lr_pi_task``, ``init_alpha_d``, ``lr_alpha_d``,
    ``target_entropy_factor_d``) are inherited but unused: one config class, one set of validations.
@@ -140,7 +140,7 @@ class HSDBConfig(HSD3Config):
     q: str | dict[str, Any] = "qd_d2rl_d_256"  # double critic on flatten(obs, one-hot subset, subgoal), [B, 2]
     lr_q: float = 3e-4  # Adam learning rate of the critics
     bandit: str = "agent57"  # a name of hsd3_learn.models.bandits.BANDITS
-    bandit_kwargs: dict[str, Any] = field(default_factory=_walker_hsdb_bandit_kwargs)  # its constructor arguments
+    bandit_kwargs: dict[str, Any] | None = field(default_factory=_walker_hsdb_bandit_kwargs)  # its arguments; None: none
     subsets: list[str] | None = None  # the arms' subset names; None: from the low level (goal_space)
 
     def __post_init__(self) -> None:
@@ -148,12 +148,12 @@ class HSDBConfig(HSD3Config):
         super().__post_init__()
         if self.bandit not in BANDITS:
             raise ValueError(f"HSDBConfig.bandit {self.bandit!r} is unknown; valid bandits: {', '.join(BANDITS)}")
-        self.bandit_kwargs = dict(self.bandit_kwargs)
+        self.bandit_kwargs = dict(self.bandit_kwargs or {})  # None: the bandit's defaults (configs merge dicts)
         try:
             make_bandit(self.bandit, 1, **self.bandit_kwargs)
         except TypeError as err:
             raise ValueError(f"HSDBConfig.bandit_kwargs {self.bandit_kwargs} do not fit bandit {self.bandit!r} ({err});"
-                             " the uniform bandit takes none: bandit_kwargs: {}") from None
+                             " the uniform bandit takes none: bandit_kwargs: null") from None
         if self.subsets is not None:
             if isinstance(self.subsets, str) or not self.subsets or not all(isinstance(s, str) for s in self.subsets):
                 raise ValueError(f"HSDBConfig.subsets must be None or a non-empty list of names such as '0,3+4'; "

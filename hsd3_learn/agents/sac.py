@@ -253,7 +253,8 @@ class SACAgent(Agent):
     # ---------------------------------------------------------------- learning
 
     def observe(self, obs: Tensor | Mapping[str, Tensor], action: Tensor, reward: Tensor, terminated: Tensor,
-                truncated: Tensor, next_obs: Tensor | Mapping[str, Tensor]) -> dict[str, float]:
+                truncated: Tensor, next_obs: Tensor | Mapping[str, Tensor],
+                info: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Store one vector-env step and run the updates that are due; returns their mean metrics or ``{}``.
 
         action: [N, A]; reward, terminated, truncated: [N]. next_obs must be the observation the action led to

@@ -41,7 +41,7 @@ from gymnasium.wrappers import FlattenObservation, TimeLimit
 
 import envs  # the task suite (the top-level package), not hsd3_learn.envs
 
-__all__ = [
+__all__ = ["apply_wrappers", 
     "WRAPPER_ARGS",
     "DictObservation",
     "FlattenObservation",
@@ -225,9 +225,20 @@ def make_env(task: str, robot: str = "walker", wrappers: Sequence[WrapperSpec] |
     if limits:
         kwargs["max_episode_steps"] = limits[0]
     env = envs.make(task, robot, **kwargs)
+    return _wrap(env, [spec for spec in parsed if callable(spec) or spec[0] != "time_limit"])
+
+
+def apply_wrappers(env: gym.Env, wrappers: Sequence[WrapperSpec]) -> gym.Env:
+    """``env`` with ``wrappers`` (names or callables, as in :func:`make_env`) applied in order; ``time_limit`` is
+    refused, since the episode length belongs to the env's construction."""
+    parsed = [spec if callable(spec) else parse_wrapper(spec) for spec in wrappers]
+    if any(isinstance(spec, tuple) and spec[0] == "time_limit" for spec in parsed):
+        raise ValueError("apply_wrappers: 'time_limit' cannot be added to a built env; set the episode length "
+                         "where the env is made")
+    return _wrap(env, parsed)
+
+
+def _wrap(env: gym.Env, parsed: Sequence[Callable[[gym.Env], gym.Env] | tuple[str, int | None]]) -> gym.Env:
     for spec in parsed:
-        if callable(spec):
-            env = spec(env)
-        elif spec[0] != "time_limit":
-            env = _BUILDERS[spec[0]](env, spec[1])
+        env = spec(env) if callable(spec) else _BUILDERS[spec[0]](env, spec[1])
     return env
