@@ -16,7 +16,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from hsd3_learn.agents.hsd3 import HSD3Config
 from hsd3_learn.agents.hsd3_interface import load_low_level
+from hsd3_learn.agents.hsdb import HSDBConfig
 from hsd3_learn.train import CONFIG_DIR, check_command_line
 from hsd3_learn.training import AUTO_ADAPTATIONS, EvalLog, auto_adapt, check_config
 
@@ -216,14 +218,8 @@ def test_hsd3_paper_values_and_lo_group():
                                   "humanoid_sd"])
 @pytest.mark.parametrize("profile", ["tiny", "laptop", "paper"])
 def test_hierarchical_profiles_compose_to_valid_configs(name, profile):
-    from hsd3_learn.agents import AGENTS
-
     cfg = compose_config(name, f"profile={profile}", "lo.init_from=x")
     check_config(cfg)
     options = {k: v for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items() if k != "name"}
-    config_cls = AGENTS[cfg.agent.name].__init__.__annotations__  # noqa: F841 (the class is checked below)
-    from hsd3_learn.agents.hsd3 import HSD3Config
-    from hsd3_learn.agents.hsdb import HSDBConfig
-
     assert isinstance((HSDBConfig if cfg.agent.name == "hsdb" else HSD3Config)(**options), HSD3Config)
     assert cfg.agent.rpbuf_size % cfg.env.num_envs == 0

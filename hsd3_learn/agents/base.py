@@ -52,8 +52,8 @@ METRIC_NAMESPACES = ("train", "eval", "health")
 
 ConfigT = TypeVar("ConfigT")
 _PLAIN = (bool, int, float, str, type(None))
-# What torch.load raises on a file that is cut short or is not a torch checkpoint.
-_UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
+#: what torch.load raises for a truncated, foreign or corrupt file (turned into one-line errors)
+UNREADABLE_ERRORS = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
 
 
 @contextmanager
@@ -332,7 +332,7 @@ class Agent(ABC):
             raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except _UNREADABLE as err:
+        except UNREADABLE_ERRORS as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(
                 f"cannot read checkpoint {os.fspath(path)!r}: truncated or not a torch file ({reason})"

@@ -135,7 +135,7 @@ def high_level_critic_loss(batch: Mapping[str, Tensor], model: nn.ModuleDict, ta
     The target uses fresh actions of the current policies (``model.pi_task``, ``model.pi_subgoal``) and
     ``target_q``; alpha_c [K] and alpha_d are constants. Info as :func:`hsd3_learn.agents.sac.critic_loss`.
     """
-    obs, next_obs = _unprefixed(batch, "obs/"), _unprefixed(batch, "next_obs/")
+    obs, next_obs = unprefixed(batch, "obs/"), unprefixed(batch, "next_obs/")
     with torch.no_grad():
         future = evaluate_subsets(model.pi_task, model.pi_subgoal, target_q, next_obs, masks)
         terms = expected_policy_terms(future.subset_probs, future.q, future.subgoal_log_probs, alpha_c, alpha_d)
@@ -144,11 +144,13 @@ def high_level_critic_loss(batch: Mapping[str, Tensor], model: nn.ModuleDict, ta
     return critic_loss(q, target)
 
 
-def _prefixed(values: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def prefixed(values: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """``{key: v}`` -> ``{prefix + key: v}``: observations stored in one flat replay row (``obs/``, ``next_obs/``)."""
     return {prefix + key: value for key, value in values.items()}
 
 
-def _unprefixed(values: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def unprefixed(values: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of a replay batch under ``prefix``, with the prefix removed (the inverse of :func:`prefixed`)."""
     return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
 
 
@@ -303,9 +305,10 @@ class HSD3Agent(Agent):
         self.cfg = make_config(HSD3Config, cfg)
         super().__init__(resolve_device(self.cfg.device), writer)
         if not _is_int(num_envs) or num_envs < 1:
-            raise ValueError(f"HSD3Agent: num_envs must be a positive int; got {num_envs!r}")
+            raise ValueError(f"{type(self).__name__}: num_envs must be a positive int; got {num_envs!r}")
         if self.cfg.lo.init_from is None:
-            raise ValueError("HSD3Agent needs lo.init_from: the path of a low-level checkpoint (save_low_level)")
+            raise ValueError(f"{type(self).__name__} needs lo.init_from: the path of a low-level checkpoint "
+                             "(save_low_level)")
         self.num_envs = num_envs
         low = load_low_level(self.cfg.lo.init_from, self.cfg.lo.model, self.device)
         self.iface = HiToLoInterface(obs_space, low, self._choose_subsets(low), self.cfg.goal_space.key, self.device)
@@ -347,14 +350,14 @@ class HSD3Agent(Agent):
         pi_subgoal = model.pi_subgoal
         if not (isinstance(pi_subgoal, TaskConditionedPolicy) and
                 isinstance(pi_subgoal.head, MultiHeadGaussianFromEmbedding)):
-            raise ValueError(f"HSD3Agent: pi_subgoal must be a multi-head policy (pi_d2rl_mt_d_*); got "
+            raise ValueError(f"{type(self).__name__}: pi_subgoal must be a multi-head policy (pi_d2rl_mt_d_*); got "
                              f"{self.cfg.pi_subgoal!r}")
         with torch.no_grad():
             obs = {k: torch.zeros(1, *s.shape, device=self.device) for k, s in obs_hi.spaces.items()}
             q = model.q(obs, {"task": torch.zeros(1, dtype=torch.long, device=self.device),
                               "subgoal": torch.zeros(1, *action["subgoal"].shape, device=self.device)})
         if tuple(q.shape) != (1, 2):
-            raise ValueError(f"HSD3Agent: q must be a fused double critic returning [B, 2] (qd_d2rl_flattsg_d_*); "
+            raise ValueError(f"{type(self).__name__}: q must be a fused double critic returning [B, 2] (qd_d2rl_flattsg_d_*); "
                              f"got shape {tuple(q.shape)} for B=1")
         return model
 
@@ -436,7 +439,7 @@ class HSD3Agent(Agent):
         next_hi = self.iface.observation_hi(self._to_device(next_obs), torch.zeros(n_envs, device=self.device))
         staged = self.staging.push(reward.to(self.device, torch.float32), terminated.to(self.device),
                                    context.since == 0, task=context.task, subgoal=context.subgoal,
-                                   **_prefixed(obs_hi, "obs/"), **_prefixed(next_hi, "next_obs/"))
+                                   **prefixed(obs_hi, "obs/"), **prefixed(next_hi, "next_obs/"))
         if staged is not None:
             self.buffer.put_row(_transition_row(staged))
         return self.count_and_update(n_envs, len(self.buffer), self.cfg.warmup_samples, self.cfg.samples_per_update,
@@ -450,7 +453,7 @@ class HSD3Agent(Agent):
         norms = self._step(("q",), loss)
         metrics = {"train/loss_q": loss.detach(), "health/grad_norm_q": norms["q"],
                    **{f"health/{name}": value for name, value in info.items()}}
-        metrics.update(self._policy_and_temperature_steps(_unprefixed(batch, "obs/"), alpha_c, alpha_d))
+        metrics.update(self._policy_and_temperature_steps(unprefixed(batch, "obs/"), alpha_c, alpha_d))
         polyak_update(self.target_q, self.model.q, self.cfg.polyak)
         self.n_updates += 1
         return metrics

@@ -57,7 +57,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import _UNREADABLE
+from hsd3_learn.agents.base import UNREADABLE_ERRORS
 from hsd3_learn.agents.hsd3_math import (BackprojectionTables, backproject_subgoal, backprojection_tables,
                                          desired_goal, subset_masks, update_bp_subgoal)
 from hsd3_learn.envs.goal_spaces import goal_space, parse_subset, subset_mask
@@ -90,7 +90,7 @@ def _pretraining_layout(robot: str) -> tuple[tuple[int, ...], int, int]:
     """
     env = PretrainingEnv(robot)
     try:
-        return tuple(int(i) for i in env._kept_obs), int(env._n_features), int(env.action_space.shape[0])
+        return tuple(int(i) for i in env.kept_observation_entries), int(env._n_features), int(env.action_space.shape[0])
     finally:
         env.close()
 
@@ -208,7 +208,7 @@ def _read_low_level_file(path: Path) -> dict[str, Any]:
     """The torch part of a low-level checkpoint, with one-line errors for unreadable or foreign files."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except _UNREADABLE as err:
+    except UNREADABLE_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot read low-level checkpoint {str(path)!r}: truncated or not a torch file ({reason})"
                          ) from None

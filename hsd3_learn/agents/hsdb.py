@@ -45,7 +45,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from hsd3_learn.agents.base import frozen, make_adam, make_config
-from hsd3_learn.agents.hsd3 import (HighLevelContext, HSD3Agent, HSD3Config, LowLevelCheckpoint, _unprefixed)
+from hsd3_learn.agents.hsd3 import (HighLevelContext, HSD3Agent, HSD3Config, LowLevelCheckpoint, unprefixed)
 from hsd3_learn.agents.hsd3_math import masked_log_prob, subgoal_temperature_loss
 from hsd3_learn.agents.sac import actor_loss, critic_loss, critic_target, polyak_update
 from hsd3_learn.envs import FEATURE_DIMS, task_map
@@ -90,7 +90,7 @@ def bandit_critic_loss(batch: Mapping[str, Tensor], model: nn.ModuleDict, target
     the next subgoal comes from ``model.pi_subgoal`` with the same subset, which is fixed for the episode.
     alpha_c [K] is a constant. Info as :func:`hsd3_learn.agents.sac.critic_loss`.
     """
-    obs, next_obs, task = _unprefixed(batch, "obs/"), _unprefixed(batch, "next_obs/"), batch["task"]
+    obs, next_obs, task = unprefixed(batch, "obs/"), unprefixed(batch, "next_obs/"), batch["task"]
     with torch.no_grad():
         next_subgoal, next_log_prob = sample_subgoals(model.pi_subgoal, next_obs, task, masks)
         next_q = target_q(next_obs, {"task": task, "subgoal": next_subgoal}).min(dim=-1).values
@@ -289,7 +289,7 @@ class HSDBAgent(HSD3Agent):
         alpha_c, masks, task = self.log_alpha_c.detach().exp(), self.iface.masks, batch["task"]
         loss_q, info_q = bandit_critic_loss(batch, self.model, self.target_q, masks, alpha_c)
         norm_q = self._step(("q",), loss_q)["q"]
-        obs = _unprefixed(batch, "obs/")
+        obs = unprefixed(batch, "obs/")
         obs = {**obs, "time": torch.zeros_like(obs["time"])}  # the policy acts at decisions (time 0)
         with frozen(self.model.q):
             loss_pi, info_pi = bandit_policy_loss(obs, task, self.model.pi_subgoal, self.model.q, masks, alpha_c)

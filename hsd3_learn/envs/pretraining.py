@@ -95,10 +95,10 @@ class PretrainingEnv(Floor):
                 raise ValueError(f"feature_dims {self.feature_dims!r} names feature {f}; {robot} has "
                                  f"{self.goal_space.dim} goal features (0-{self.goal_space.dim - 1})")
         self.set_subsets(opts["subsets"] if opts["subsets"] is not None else enumerate_subsets(self.feature_dims))
-        self._kept_obs = np.delete(np.arange(self._n_features), self._position_entries())
+        self.kept_observation_entries = np.delete(np.arange(self._n_features), self._position_entries())
         n_tasks = len(self.task_map)
         self.observation_space = spaces.Dict({
-            "observation": spaces.Box(-np.inf, np.inf, (len(self._kept_obs),), np.float32),
+            "observation": spaces.Box(-np.inf, np.inf, (len(self.kept_observation_entries),), np.float32),
             "desired_goal": spaces.Box(-np.inf, np.inf, (n_tasks,), np.float32),
             "task": spaces.Box(0.0, 1.0, (n_tasks,), np.float32),
             "gs_observation": spaces.Box(-np.inf, np.inf, (self.goal_space.dim,), np.float32),
@@ -184,7 +184,7 @@ class PretrainingEnv(Floor):
                 to_go[k] = wrap_angle(to_go[k])
         desired = np.zeros(len(self.task_map), np.float32)
         desired[self._task_positions] = to_go
-        return {"observation": joints[self._kept_obs], "desired_goal": desired, "task": self._mask.copy(),
+        return {"observation": joints[self.kept_observation_entries], "desired_goal": desired, "task": self._mask.copy(),
                 "gs_observation": features.astype(np.float32)}
 
     # -------------------------------------------------------------------------------------------------- gym API
