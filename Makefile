@@ -53,6 +53,7 @@ notebooks: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/traced.py
 	$(BIN)/python bench/envs.py
+	$(BIN)/python bench/updates.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
