@@ -31,8 +31,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "absolute_input_paths",
-           "check_command_line", "experiments", "main", "one_line"]
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "SPIRL_PREFIX",
+           "absolute_input_paths", "check_command_line", "experiment_kind", "experiments", "main", "one_line"]
 
 #: the Hydra config directory inside the installed package
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -45,22 +45,37 @@ _NOT_EXPERIMENTS = {"common"}
 
 #: experiments whose name ends with this are run by ``python -m hsd3_learn.pretrain``
 PRETRAIN_SUFFIX = "_pretrain"
+#: configs whose name starts with this belong to the SPiRL entry points (``python -m hsd3_learn.spirl.<module>``)
+SPIRL_PREFIX = "spirl_"
+#: who runs each kind of experiment (:func:`experiment_kind`)
+_RUN_BY = {"train": "python -m hsd3_learn.train", "pretrain": "python -m hsd3_learn.pretrain",
+           "spirl": "the SPiRL entry points (python -m hsd3_learn.spirl.<module>)"}
 
 
-def experiments(pretraining: bool = False) -> list[str]:
+def experiment_kind(name: str) -> str:
+    """``"spirl"`` for ``spirl_*`` configs, ``"pretrain"`` for ``*_pretrain`` ones, ``"train"`` for the others."""
+    if name.startswith(SPIRL_PREFIX):
+        return "spirl"
+    return "pretrain" if name.endswith(PRETRAIN_SUFFIX) else "train"
+
+
+def experiments(pretraining: bool = False, kind: str | None = None) -> list[str]:
     """The experiment names ``-cn`` accepts: the top-level YAML files of :data:`CONFIG_DIR` except shared ones;
-    the downstream ones (``hsd3_learn.train``) or, with ``pretraining``, the ``*_pretrain`` ones."""
+    the downstream ones (``hsd3_learn.train``) or, with ``pretraining``, the ``*_pretrain`` ones; ``kind``
+    (train, pretrain, spirl) overrides ``pretraining``."""
+    kind = kind or ("pretrain" if pretraining else "train")
     names = (path.stem for path in CONFIG_DIR.glob("*.yaml") if path.stem not in _NOT_EXPERIMENTS)
-    return sorted(name for name in names if name.endswith(PRETRAIN_SUFFIX) == pretraining)
+    return sorted(name for name in names if experiment_kind(name) == kind)
 
 
-def one_line(err: BaseException, pretraining: bool = False) -> str:
-    """An error message on one line: Hydra's config-search-path listing and OmegaConf's key details dropped."""
+def one_line(err: BaseException, pretraining: bool = False, kind: str | None = None) -> str:
+    """An error message on one line: Hydra's config-search-path listing and OmegaConf's key details dropped.
+    ``pretraining`` or ``kind`` say which experiments an unknown experiment is listed against."""
     if isinstance(err, MissingConfigException):
         if err.options:  # an unknown option of a config group, e.g. profile=huge
             group, _, option = str(err.missing_cfg_file).rpartition("/")
             return f"unknown {group} {option!r}; valid: {', '.join(err.options)}"
-        return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments(pretraining))}"
+        return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments(pretraining, kind))}"
     lines = []
     for line in str(err).splitlines():
         if line.startswith("Config search path"):
@@ -72,26 +87,33 @@ def one_line(err: BaseException, pretraining: bool = False) -> str:
     return " ".join(lines) or type(err).__name__
 
 
-def check_command_line(argv: Sequence[str], pretraining: bool = False) -> None:
+def check_command_line(argv: Sequence[str], pretraining: bool = False, prog: str | None = None,
+                       default_config: str | None = None) -> None:
     """Compose the config of a single run from the command line once, so that a bad override fails with one line
-    (``SystemExit``) instead of Hydra's multi-line report, and so does an experiment of the other entry point
-    (``*_pretrain`` ones belong to ``hsd3_learn.pretrain``). Sweeps and Hydra's informational flags are left to
-    Hydra, and so are runs with another config path."""
-    prog = "hsd3_learn.pretrain" if pretraining else "hsd3_learn.train"
+    (``SystemExit``) instead of Hydra's multi-line report, and so does an experiment of another entry point
+    (``*_pretrain`` ones belong to ``hsd3_learn.pretrain``, ``spirl_*`` ones to ``hsd3_learn.spirl``). Sweeps and
+    Hydra's informational flags are left to Hydra, and so are runs with another config path.
+
+    ``default_config`` is the entry point's config when ``-cn`` is not given (default: ``walker_pretrain`` with
+    ``pretraining``, else ``walker_sac``); its kind (:func:`experiment_kind`) is the kind the entry point runs.
+    ``prog`` names the entry point in messages (default: ``hsd3_learn.pretrain`` or ``hsd3_learn.train``).
+    """
+    default_config = default_config or (DEFAULT_PRETRAIN_CONFIG if pretraining else DEFAULT_CONFIG)
+    kind = experiment_kind(default_config)
+    prog = prog or ("hsd3_learn.pretrain" if kind == "pretrain" else "hsd3_learn.train")
     args = get_args_parser().parse_args(list(argv))
     if (args.multirun or args.help or args.hydra_help or args.info or args.cfg or args.shell_completion
             or args.config_path or args.config_dir or args.experimental_rerun):
         return
-    config_name = args.config_name or (DEFAULT_PRETRAIN_CONFIG if pretraining else DEFAULT_CONFIG)
-    if (CONFIG_DIR / f"{config_name}.yaml").is_file() and config_name.endswith(PRETRAIN_SUFFIX) != pretraining:
-        other = "hsd3_learn.train" if pretraining else "hsd3_learn.pretrain"
-        raise SystemExit(f"{prog}: error: {config_name!r} is run by python -m {other}; {prog} runs "
-                         f"{', '.join(experiments(pretraining))}")
+    config_name = args.config_name or default_config
+    if (CONFIG_DIR / f"{config_name}.yaml").is_file() and experiment_kind(config_name) != kind:
+        raise SystemExit(f"{prog}: error: {config_name!r} is run by {_RUN_BY[experiment_kind(config_name)]}; "
+                         f"{prog} runs {', '.join(experiments(kind=kind))}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=args.overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
-            message = _unknown_key_message(err, config_name) or one_line(err, pretraining)
+            message = _unknown_key_message(err, config_name) or one_line(err, kind=kind)
             raise SystemExit(f"{prog}: error: {message}") from None
 
 
