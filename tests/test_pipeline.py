@@ -48,6 +48,17 @@ def eval_samples(run_dir: Path, name: str = "eval.csv") -> list[int]:
     return [int(row["samples"]) for row in log.rows()]
 
 
+def stop_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path) -> tuple[str, str]:
+    """SIGTERM a run as soon as it has written a checkpoint; its stdout and stderr after a clean exit."""
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    return stdout, stderr
+
+
 @pytest.fixture(scope="module")
 def skills(tmp_path_factory) -> Path:
     """The README's first command at the tiny profile: a low-level checkpoint and its side file."""
@@ -96,12 +107,7 @@ def test_relative_low_level_paths_are_read_from_where_the_command_started(skills
 
 def test_hsd3_run_stopped_by_sigterm_resumes_and_finishes(skills, tmp_path):
     proc = run_cli("train", tmp_path, "walker_hsd3", f"lo.init_from={skills}", "max_samples=2000", wait=False)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    stdout, stderr = stop_after_first_checkpoint(proc, tmp_path)
     assert "stopped by a signal" in stdout
     stopped_at = counters(tmp_path)["n_samples"]
     assert 250 <= stopped_at < 2000
@@ -114,12 +120,7 @@ def test_hsd3_run_stopped_by_sigterm_resumes_and_finishes(skills, tmp_path):
 
 def test_pretraining_stopped_by_sigterm_resumes_with_its_curriculum(tmp_path):
     proc = run_cli("pretrain", tmp_path, "walker_pretrain", wait=False)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    stdout, stderr = stop_after_first_checkpoint(proc, tmp_path)
     stopped_at = counters(tmp_path)["n_samples"]
     assert 250 <= stopped_at < 1000 and "stopped by a signal" in stdout
     subsets = len(json.loads((tmp_path / "checkpoint-lo_abs.json").read_text())["subsets"])
