@@ -16,7 +16,8 @@ Steps (every run goes through the project's own command lines, so this is what a
    and their ratio at each evaluation, wall-clock times and the budgets).
 
 Runs resume: rerunning the same command in the same work directory finishes what an interruption left, and a
-finished run is only read. Nothing here is asserted; it prints what it measured.
+finished run is only read (``--report-only`` rebuilds the outputs without starting any run). Wall-clock times are
+recorded per run in ``wall_seconds.txt``. Nothing here is asserted; it prints what it measured.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {"sac": "walker_sac", "hsd3": "walker_hsd3"}
+#: seconds of wall clock per invocation, one line each, in every run directory
+WALL_FILE = "wall_seconds.txt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=100_000, help="env steps per run, both methods (100000)")
     parser.add_argument("--jobs", type=int, default=4, help="runs at a time, one torch thread each (default 4)")
     parser.add_argument("--methods", default="hsd3,sac", help="comma-separated subset of hsd3,sac")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: rebuild the CSV, table and plot from the runs in --workdir")
     args = parser.parse_args(argv)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -72,7 +77,7 @@ def pretrain(workdir: Path) -> tuple[Path, float]:
     start = time.perf_counter()
     with open(run_dir / "stdout.log", "a") as log:
         subprocess.run(command, cwd=run_dir, env=_env(), stdout=log, stderr=subprocess.STDOUT, check=True)
-    walls = run_dir / "wall_seconds.txt"  # one line per invocation: an interrupted run's parts add up
+    walls = run_dir / WALL_FILE  # one line per invocation: an interrupted run's parts add up
     with walls.open("a") as f:
         f.write(f"{time.perf_counter() - start:.1f}\n")
     return run_dir / "checkpoint-lo.pt", sum(float(x) for x in walls.read_text().split())
@@ -92,10 +97,10 @@ def run_commands(args: argparse.Namespace, lo: Path) -> dict[tuple[str, int], tu
 
 
 def train_all(runs: dict[tuple[str, int], tuple[list[str], Path]], jobs: int) -> dict[tuple[str, int], float]:
-    """Run the training commands, ``jobs`` at a time; wall seconds of each. A failed run stops the benchmark."""
+    """Run the training commands, ``jobs`` at a time; wall seconds of each run (over all invocations). A failed
+    run stops the benchmark."""
     pending = list(runs.items())
     active: dict[tuple[str, int], tuple[subprocess.Popen, float]] = {}
-    walls: dict[tuple[str, int], float] = {}
     while pending or active:
         while pending and len(active) < jobs:
             key, (command, run_dir) = pending.pop(0)
@@ -116,8 +121,19 @@ def train_all(runs: dict[tuple[str, int], tuple[list[str], Path]], jobs: int) ->
                     other.terminate()
                 raise SystemExit(f"{key[0]} seed {key[1]} failed (exit {proc.returncode}); see "
                                  f"{runs[key][1] / 'stdout.log'}")
-            walls[key] = time.perf_counter() - start
-            print(f"done {key[0]} seed {key[1]} in {walls[key] / 60:.1f} min", flush=True)
+            elapsed = time.perf_counter() - start
+            with (runs[key][1] / WALL_FILE).open("a") as f:  # an interrupted run's invocations add up
+                f.write(f"{elapsed:.1f}\n")
+            print(f"done {key[0]} seed {key[1]} in {elapsed / 60:.1f} min", flush=True)
+    return read_walls(runs)
+
+
+def read_walls(runs: dict[tuple[str, int], tuple[list[str], Path]]) -> dict[tuple[str, int], float]:
+    """Wall seconds of each run over all invocations of this script (runs without a record are left out)."""
+    walls = {}
+    for key, (_, run_dir) in runs.items():
+        if (run_dir / WALL_FILE).is_file():
+            walls[key] = sum(float(x) for x in (run_dir / WALL_FILE).read_text().split())
     return walls
 
 
@@ -133,21 +149,23 @@ def read_curves(runs: dict[tuple[str, int], tuple[list[str], Path]]) -> list[dic
     return rows
 
 
-def summarize(rows: list[dict], methods: list[str]) -> tuple[list[int], dict[str, np.ndarray]]:
-    """The evaluation points all runs share and, per method, the scores [seeds, points]."""
+def summarize(rows: list[dict], methods: list[str], column: str = "score_mean") -> tuple[list[int],
+                                                                                        dict[str, np.ndarray]]:
+    """The evaluation points all runs share and, per method, ``column`` [seeds, points]."""
     points = sorted(set.intersection(*[{r["samples"] for r in rows if r["method"] == m and r["seed"] == s}
                                        for m in methods for s in {r["seed"] for r in rows}]))
     scores = {}
     for method in methods:
         seeds = sorted({r["seed"] for r in rows if r["method"] == method})
-        table = {(r["seed"], r["samples"]): r["score_mean"] for r in rows if r["method"] == method}
+        table = {(r["seed"], r["samples"]): r[column] for r in rows if r["method"] == method}
         scores[method] = np.array([[table[(s, p)] for p in points] for s in seeds])
     return points, scores
 
 
 def report(args: argparse.Namespace, points: list[int], scores: dict[str, np.ndarray], walls: dict,
-           pretrain_wall: float | None) -> str:
-    """The printed table: mean score of each method per evaluation, the ratio HSD-3 / SAC, and the budgets."""
+           pretrain_wall: float | None, lengths: dict[str, np.ndarray] | None = None) -> str:
+    """The printed table: mean score of each method per evaluation, the ratio HSD-3 / SAC, the mean episode length
+    (falls end episodes early), and the budgets."""
     lines = [f"walker {args.task}, profile=laptop, max_samples={args.samples} per run, seeds {args.seeds}, "
              f"{args.jobs} runs at a time, 1 torch thread each, on {os.cpu_count()} CPU cores",
              "score = sum of info['score'] over an episode (hurdles cleared; falls do not subtract), mean of 10 "
@@ -164,6 +182,11 @@ def report(args: argparse.Namespace, points: list[int], scores: dict[str, np.nda
             sac = scores["sac"][:, j].mean()
             line += f" {scores['hsd3'][:, j].mean() / sac:>9.2f}" if sac > 0 else f" {'n/a':>9}"
         lines.append(line)
+    if lengths:
+        lines += ["", "episode length (1000 = no fall), mean over seeds of the mean of 10 episodes:",
+                  f"{'samples':>9} " + " ".join(f"{m:>10}" for m in lengths)]
+        lines += [f"{point:>9} " + " ".join(f"{values[:, j].mean():>10.1f}" for values in lengths.values())
+                  for j, point in enumerate(points)]
     lines.append("")
     for values, method in zip(scores.values(), scores):
         area = np.trapezoid(values.mean(0), points) / max(points[-1] - points[0], 1)
@@ -202,12 +225,17 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pretrain_wall = None
     lo = args.lo
-    if "hsd3" in args.method_list and (lo is None or not lo.is_file()):
+    walls_file = args.workdir / "pretrain" / WALL_FILE
+    if args.report_only:
+        lo = lo or args.workdir / "pretrain" / "checkpoint-lo.pt"
+        if walls_file.is_file():
+            pretrain_wall = sum(float(x) for x in walls_file.read_text().split())
+    elif "hsd3" in args.method_list and (lo is None or not lo.is_file()):
         if lo is not None:
             raise SystemExit(f"--lo {lo} does not exist; leave it out to pre-train here")
         lo, pretrain_wall = pretrain(args.workdir)
     runs = run_commands(args, lo or Path("unused"))
-    walls = train_all(runs, args.jobs)
+    walls = read_walls(runs) if args.report_only else train_all(runs, args.jobs)
     rows = read_curves(runs)
     stem = args.out / f"learning-{args.task.lower()}"
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
@@ -215,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(rows)
     points, scores = summarize(rows, args.method_list)
-    text = report(args, points, scores, walls, pretrain_wall)
+    lengths = summarize(rows, args.method_list, "length_mean")[1]
+    text = report(args, points, scores, walls, pretrain_wall, lengths)
     stem.with_suffix(".txt").write_text(text + "\n")
     plot(stem.with_suffix(".png"), args.task, points, scores)
     print(text)
