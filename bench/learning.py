@@ -11,8 +11,8 @@ Steps (every run goes through the project's own command lines, so this is what a
    the task, both capped at ``--samples`` env steps so that the comparison is at equal steps, ``--jobs`` runs at a
    time with one torch thread each;
 3. reads every run's ``eval.csv`` (10 deterministic episodes per evaluation) and writes, to ``--out``:
-   ``learning-<task>.csv`` (one row per run and evaluation), ``learning-<task>.png`` (mean score over seeds with
-   the range of seeds shaded) and ``learning-<task>.txt`` (the table printed at the end: both methods side by side
+   ``learning-<task>.csv`` (one row per run and evaluation), ``learning-<task>.png`` (mean score and mean episode
+   length over seeds, the range of seeds shaded) and ``learning-<task>.txt`` (the table printed at the end: both methods side by side
    and their ratio at each evaluation, wall-clock times and the budgets).
 
 Runs resume: rerunning the same command in the same work directory finishes what an interruption left, and a
@@ -199,21 +199,24 @@ def report(args: argparse.Namespace, points: list[int], scores: dict[str, np.nda
     return "\n".join(lines)
 
 
-def plot(path: Path, task: str, points: list[int], scores: dict[str, np.ndarray]) -> None:
-    """Mean score over seeds against env steps, the range of seeds shaded."""
+def plot(path: Path, task: str, points: list[int], scores: dict[str, np.ndarray],
+         lengths: dict[str, np.ndarray]) -> None:
+    """Mean score and mean episode length over seeds against env steps, the range of seeds shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, values in scores.items():
-        ax.plot(points, values.mean(0), label=f"{method.upper()} ({len(values)} seeds)")
-        ax.fill_between(points, values.min(0), values.max(0), alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation score (mean of 10 episodes)")
-    ax.set_title(f"walker {task}, laptop profile")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, values_of, label in ((axes[0], scores, "evaluation score (mean of 10 episodes)"),
+                                 (axes[1], lengths, "episode length (1000: no fall)")):
+        for method, values in values_of.items():
+            ax.plot(points, values.mean(0), label=f"{method.upper()} ({len(values)} seeds)")
+            ax.fill_between(points, values.min(0), values.max(0), alpha=0.2)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle(f"walker {task}, laptop profile")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = summarize(rows, args.method_list, "length_mean")[1]
     text = report(args, points, scores, walls, pretrain_wall, lengths)
     stem.with_suffix(".txt").write_text(text + "\n")
-    plot(stem.with_suffix(".png"), args.task, points, scores)
+    plot(stem.with_suffix(".png"), args.task, points, scores, lengths)
     print(text)
     print(f"wrote {stem}.csv, .txt and .png")
 
