@@ -20,6 +20,7 @@ visdom, no Slurm defaults (add ``hydra/launcher=submitit_slurm`` where hydra-sub
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +32,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "SPIRL_PREFIX",
-           "absolute_input_paths", "check_command_line", "experiment_kind", "experiments", "main", "one_line"]
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "absolute_input_paths",
+           "check_command_line", "experiment_kind", "experiments", "main", "one_line"]
 
 #: the Hydra config directory inside the installed package
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -45,24 +46,19 @@ _NOT_EXPERIMENTS = {"common"}
 
 #: experiments whose name ends with this are run by ``python -m hsd3_learn.pretrain``
 PRETRAIN_SUFFIX = "_pretrain"
-#: configs whose name starts with this belong to the SPiRL entry points (``python -m hsd3_learn.spirl.<module>``)
-SPIRL_PREFIX = "spirl_"
 #: who runs each kind of experiment (:func:`experiment_kind`)
-_RUN_BY = {"train": "python -m hsd3_learn.train", "pretrain": "python -m hsd3_learn.pretrain",
-           "spirl": "the SPiRL entry points (python -m hsd3_learn.spirl.<module>)"}
+_RUN_BY = {"train": "python -m hsd3_learn.train", "pretrain": "python -m hsd3_learn.pretrain"}
 
 
 def experiment_kind(name: str) -> str:
-    """``"spirl"`` for ``spirl_*`` configs, ``"pretrain"`` for ``*_pretrain`` ones, ``"train"`` for the others."""
-    if name.startswith(SPIRL_PREFIX):
-        return "spirl"
+    """``"pretrain"`` for ``*_pretrain`` configs, ``"train"`` for the others."""
     return "pretrain" if name.endswith(PRETRAIN_SUFFIX) else "train"
 
 
 def experiments(pretraining: bool = False, kind: str | None = None) -> list[str]:
     """The experiment names ``-cn`` accepts: the top-level YAML files of :data:`CONFIG_DIR` except shared ones;
     the downstream ones (``hsd3_learn.train``) or, with ``pretraining``, the ``*_pretrain`` ones; ``kind``
-    (train, pretrain, spirl) overrides ``pretraining``."""
+    (train, pretrain) overrides ``pretraining``."""
     kind = kind or ("pretrain" if pretraining else "train")
     names = (path.stem for path in CONFIG_DIR.glob("*.yaml") if path.stem not in _NOT_EXPERIMENTS)
     return sorted(name for name in names if experiment_kind(name) == kind)
@@ -88,15 +84,17 @@ def one_line(err: BaseException, pretraining: bool = False, kind: str | None = N
 
 
 def check_command_line(argv: Sequence[str], pretraining: bool = False, prog: str | None = None,
-                       default_config: str | None = None) -> None:
+                       default_config: str | None = None, config_dir: str | os.PathLike = CONFIG_DIR) -> None:
     """Compose the config of a single run from the command line once, so that a bad override fails with one line
     (``SystemExit``) instead of Hydra's multi-line report, and so does an experiment of another entry point
-    (``*_pretrain`` ones belong to ``hsd3_learn.pretrain``, ``spirl_*`` ones to ``hsd3_learn.spirl``). Sweeps and
-    Hydra's informational flags are left to Hydra, and so are runs with another config path.
+    (``*_pretrain`` ones belong to ``hsd3_learn.pretrain``). Sweeps and Hydra's informational flags are left to
+    Hydra, and so are runs with another config path.
 
     ``default_config`` is the entry point's config when ``-cn`` is not given (default: ``walker_pretrain`` with
     ``pretraining``, else ``walker_sac``); its kind (:func:`experiment_kind`) is the kind the entry point runs.
     ``prog`` names the entry point in messages (default: ``hsd3_learn.pretrain`` or ``hsd3_learn.train``).
+    ``config_dir`` is the entry point's Hydra config directory; an entry point with a directory of its own (the
+    SPiRL ones, ``hsd3_learn/spirl/config``) runs ``default_config`` only.
     """
     default_config = default_config or (DEFAULT_PRETRAIN_CONFIG if pretraining else DEFAULT_CONFIG)
     kind = experiment_kind(default_config)
@@ -106,15 +104,26 @@ def check_command_line(argv: Sequence[str], pretraining: bool = False, prog: str
             or args.config_path or args.config_dir or args.experimental_rerun):
         return
     config_name = args.config_name or default_config
-    if (CONFIG_DIR / f"{config_name}.yaml").is_file() and experiment_kind(config_name) != kind:
-        raise SystemExit(f"{prog}: error: {config_name!r} is run by {_RUN_BY[experiment_kind(config_name)]}; "
-                         f"{prog} runs {', '.join(experiments(kind=kind))}")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    _check_experiment(config_name, default_config, Path(config_dir), prog)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=args.overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
             message = _unknown_key_message(err, config_name) or one_line(err, kind=kind)
             raise SystemExit(f"{prog}: error: {message}") from None
+
+
+def _check_experiment(config_name: str, default_config: str, config_dir: Path, prog: str) -> None:
+    """Refuse (``SystemExit``) an experiment that another entry point runs, or, in a config directory of its own,
+    any config but the entry point's."""
+    if config_dir.resolve() != CONFIG_DIR:
+        if config_name != default_config:
+            raise SystemExit(f"{prog}: error: {prog} runs the {default_config!r} config only; got -cn {config_name}")
+        return
+    kind = experiment_kind(default_config)
+    if (CONFIG_DIR / f"{config_name}.yaml").is_file() and experiment_kind(config_name) != kind:
+        raise SystemExit(f"{prog}: error: {config_name!r} is run by {_RUN_BY[experiment_kind(config_name)]}; "
+                         f"{prog} runs {', '.join(experiments(kind=kind))}")
 
 
 def _unknown_key_message(err: BaseException, config_name: str) -> str | None:

@@ -44,6 +44,7 @@ MODULES = [
     "hsd3_learn.spirl.collect",
     "hsd3_learn.spirl.models",
     "hsd3_learn.spirl.agents",
+    "hsd3_learn.spirl.train_prior",
     "hsd3_learn.envs",
     "hsd3_learn.envs.goal_spaces",
     "hsd3_learn.envs.pretraining",

@@ -18,11 +18,13 @@ from hsd3_learn.agents.hsd3_interface import load_low_level, low_level_observati
 from hsd3_learn.envs import FEATURE_DIMS, enumerate_subsets, task_map
 from hsd3_learn.models.blocks import TanhNormal
 from hsd3_learn.models.factory import make_model
-from hsd3_learn.spirl.collect import CONFIG_NAME, PROG, check_collect_config, collection_settings, prepare_collection
+from hsd3_learn.spirl.collect import (CONFIG_DIR, CONFIG_NAME, PROG, check_collect_config, collection_settings,
+                                    prepare_collection)
 from hsd3_learn.spirl.data import (MIN_STD, STATS_FILE, DatasetStats, Episode, SkillDataset, collect_episodes,
                                    compute_stats, dataset_is_complete, iter_episodes, load_episodes,
                                    make_collection_envs, read_stats, skill_actions, write_shards)
-from hsd3_learn.train import CONFIG_DIR, check_command_line, experiment_kind, experiments
+from hsd3_learn.train import CONFIG_DIR as HSD3_CONFIG_DIR
+from hsd3_learn.train import check_command_line, experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 LO_MODEL = {"name": "pi_d2rl_d_256", "n_layers": 1}
@@ -331,13 +333,17 @@ def test_collect_config_profiles_and_checks(lo_path):
         prepare_collection(compose_collect("profile=tiny", f"lo.init_from={lo_path}", "robot=humanoid"), lo_path.parent)
 
 
-def test_spirl_configs_are_their_own_kind_of_experiment():
-    assert experiment_kind("spirl_collect") == "spirl" and "spirl_collect" in experiments(kind="spirl")
-    assert not any(name.startswith("spirl_") for name in experiments() + experiments(pretraining=True))
-    with pytest.raises(SystemExit, match="'spirl_collect' is run by the SPiRL entry points"):
-        check_command_line(["-cn", "spirl_collect"])
-    with pytest.raises(SystemExit, match=f"{PROG}: error: 'walker_sac' is run by python -m hsd3_learn.train"):
-        check_command_line(["-cn", "walker_sac"], prog=PROG, default_config=CONFIG_NAME)
+def test_spirl_configs_live_in_their_own_directory_with_their_own_profiles():
+    assert CONFIG_DIR != HSD3_CONFIG_DIR and not list(HSD3_CONFIG_DIR.rglob("*collect*"))
+    assert "collect" not in experiments() + experiments(pretraining=True)
+    check = lambda *argv: check_command_line(list(argv), prog=PROG, default_config=CONFIG_NAME,  # noqa: E731
+                                             config_dir=CONFIG_DIR)
+    with pytest.raises(SystemExit, match=f"{PROG}: error: {PROG} runs the 'collect' config only; got -cn walker_sac"):
+        check("-cn", "walker_sac")
     with pytest.raises(SystemExit, match="unknown profile 'huge'; valid: laptop, paper, tiny"):
-        check_command_line(["profile=huge"], prog=PROG, default_config=CONFIG_NAME)
-    check_command_line(["profile=tiny", "lo.init_from=x"], prog=PROG, default_config=CONFIG_NAME)
+        check("profile=huge")
+    with pytest.raises(SystemExit, match="unknown key 'max_samples'"):
+        check("profile=tiny", "max_samples=5")  # HSD-3's profile keys are not merged any more
+    check("profile=tiny", "lo.init_from=x")
+    tiny = compose_collect("profile=tiny", "lo.init_from=x")
+    assert "max_samples" not in tiny and "env" not in tiny

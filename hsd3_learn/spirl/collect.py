@@ -3,7 +3,7 @@
     python -m hsd3_learn.spirl.collect lo.init_from=/path/to/checkpoint-lo.pt profile=laptop
     python -m hsd3_learn.spirl.collect lo.init_from=runs/pretrain/checkpoint-lo.pt profile=tiny seed=1
 
-The config is ``hsd3_learn/config/spirl_collect.yaml``; ``profile`` sets the size (``tiny``: 600 steps,
+The config is ``hsd3_learn/spirl/config/collect.yaml``; ``profile`` sets the size (``tiny``: 600 steps,
 ``laptop``: 2e5, ``paper``: 1e6, the default), and any key is overridden as ``key=value``. The run directory is the
 current directory: the skill of ``lo.init_from`` (written by ``python -m hsd3_learn.pretrain``) is rolled out with
 action noise in the pre-training env (:func:`hsd3_learn.spirl.data.iter_episodes`) and the episodes stream into
@@ -29,15 +29,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hsd3_learn.train import CONFIG_DIR, absolute_input_paths, check_command_line, one_line
+from hsd3_learn.train import absolute_input_paths, check_command_line, one_line
 
-__all__ = ["CONFIG_NAME", "PROG", "CollectionPlan", "check_collect_config", "collect", "collection_settings",
-           "main", "prepare_collection"]
+__all__ = ["CONFIG_DIR", "CONFIG_NAME", "PROG", "CollectionPlan", "check_collect_config", "collect",
+           "collection_settings", "main", "prepare_collection"]
 
 #: the entry point's name in messages
 PROG = "hsd3_learn.spirl.collect"
-#: the config in ``hsd3_learn/config``
-CONFIG_NAME = "spirl_collect"
+#: the Hydra config directory of the SPiRL entry points
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+#: the config in :data:`CONFIG_DIR`
+CONFIG_NAME = "collect"
 
 # Named explicitly: run as ``python -m``, this module's __name__ is "__main__", whose lines Hydra's config hides.
 log = logging.getLogger("hsd3_learn.spirl.collect")
@@ -128,13 +130,13 @@ def run(cfg: DictConfig) -> None:
         absolute_input_paths(cfg)
         plan = prepare_collection(cfg)
     except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"{PROG}: error: {one_line(err, kind='spirl')}") from None
+        raise SystemExit(f"{PROG}: error: {one_line(err)}") from None
     collect(plan)
 
 
 def main() -> None:
     """``python -m hsd3_learn.spirl.collect``: check the command line, then hand it to Hydra."""
-    check_command_line(sys.argv[1:], prog=PROG, default_config=CONFIG_NAME)
+    check_command_line(sys.argv[1:], prog=PROG, default_config=CONFIG_NAME, config_dir=CONFIG_DIR)
     run()
 
 
