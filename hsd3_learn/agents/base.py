@@ -27,6 +27,7 @@ Differences from hucc's ``Agent`` (``hucc/agents/agent.py``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
 import random
@@ -90,6 +91,18 @@ def action_bounds(action_space: Any, device: torch.device, who: str,
     low = torch.as_tensor(action_space.low, dtype=torch.float32, device=device)
     high = torch.as_tensor(action_space.high, dtype=torch.float32, device=device)
     return (high + low) / 2, (high - low) / 2
+
+
+def optimizer_step(optim: torch.optim.Optimizer, parameters: Any, loss: torch.Tensor,
+                   clip_grad_norm: float = 0.0) -> torch.Tensor:
+    """Backward ``loss``, clip the gradient of ``parameters`` to ``clip_grad_norm`` (0: no clipping) and step
+    ``optim``; returns the gradient norm before clipping (logged as a health metric)."""
+    optim.zero_grad()
+    loss.backward()
+    max_norm = clip_grad_norm if clip_grad_norm > 0 else math.inf
+    grad_norm = nn.utils.clip_grad_norm_(parameters, max_norm)
+    optim.step()
+    return grad_norm.detach()
 
 
 def make_adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:

@@ -47,7 +47,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config, optimizer_step
 from hsd3_learn.models.factory import make_model
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.spaces import flatdim, th_flatten
@@ -287,13 +287,7 @@ class SACAgent(Agent):
 
     def _step(self, name: str, module: nn.Module, loss: Tensor) -> Tensor:
         """Backward, clip (when configured) and step the optimizer ``name``; returns the pre-clip gradient norm."""
-        optim = self.optim[name]
-        optim.zero_grad()
-        loss.backward()
-        max_norm = self.cfg.clip_grad_norm if self.cfg.clip_grad_norm > 0 else math.inf
-        grad_norm = nn.utils.clip_grad_norm_(module.parameters(), max_norm)
-        optim.step()
-        return grad_norm.detach()
+        return optimizer_step(self.optim[name], module.parameters(), loss, self.cfg.clip_grad_norm)
 
     def _critic_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Regress both critics on the soft target computed with the target critic."""

@@ -60,7 +60,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config, optimizer_step
 from hsd3_learn.agents.sac import (actor_loss, critic_loss, critic_target, polyak_update,
                                    temperature_loss)
 from hsd3_learn.models.factory import make_model
@@ -398,13 +398,7 @@ class SACMTAgent(Agent):
     def _step(self, name: str, loss: Tensor) -> Tensor:
         """Backward, clip (when configured) and step the optimizer of network ``name``; returns the pre-clip
         gradient norm."""
-        optim, module = self.optim[name], self.model[name]
-        optim.zero_grad()
-        loss.backward()
-        max_norm = self.cfg.clip_grad_norm if self.cfg.clip_grad_norm > 0 else math.inf
-        grad_norm = nn.utils.clip_grad_norm_(module.parameters(), max_norm)
-        optim.step()
-        return grad_norm.detach()
+        return optimizer_step(self.optim[name], self.model[name].parameters(), loss, self.cfg.clip_grad_norm)
 
     def _sample_next(self, next_obs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Env actions a' ~ pi(.|s') [B, A] and their log-probabilities summed over action dims [B]."""
