@@ -72,11 +72,18 @@ def one_line(err: BaseException, pretraining: bool = False, kind: str | None = N
             group, _, option = str(err.missing_cfg_file).rpartition("/")
             return f"unknown {group} {option!r}; valid: {', '.join(err.options)}"
         return f"unknown experiment {err.missing_cfg_file!r}; valid: {', '.join(experiments(pretraining, kind))}"
-    lines = []
+    lines: list[str] = []
+    options: list[str] | None = None  # Hydra's tab-indented list of a group's options, after "Available options:"
     for line in str(err).splitlines():
         if line.startswith("Config search path"):
             break
-        if line.strip() and not line.startswith((" ", "\t", "See https://hydra.cc")):
+        if options is not None and line.startswith("\t"):
+            options.append(line.strip())
+            lines[-1] = f"{lines[-1].split(' Available options:')[0]} Available options: {', '.join(options)}"
+        elif line.strip() == "Available options:" and lines:
+            options = []
+            lines[-1] += " Available options:"
+        elif line.strip() and not line.startswith((" ", "\t", "See https://hydra.cc")):
             lines.append(line.strip())
     if isinstance(err.__cause__, OmegaConfBaseException):
         lines.append(str(err.__cause__).splitlines()[0])
@@ -158,12 +165,14 @@ def run(cfg: DictConfig) -> None:
     train(setup)
 
 
-def absolute_input_paths(cfg: DictConfig) -> None:
-    """Make ``lo.init_from`` absolute relative to where the command was started: sweeps run each job in its own
-    directory (``hydra.job.chdir``), where a relative path would no longer point at the file."""
-    path = OmegaConf.select(cfg, "lo.init_from")
-    if isinstance(path, str) and path and not Path(path).is_absolute():
-        cfg.lo.init_from = hydra.utils.to_absolute_path(path)
+def absolute_input_paths(cfg: DictConfig, keys: Sequence[str] = ("lo.init_from",)) -> None:
+    """Make the input paths at ``keys`` (default: ``lo.init_from``) absolute relative to where the command was
+    started: sweeps run each job in its own directory (``hydra.job.chdir``), where a relative path would no longer
+    point at the file."""
+    for key in keys:
+        path = OmegaConf.select(cfg, key)
+        if isinstance(path, str) and path and not Path(path).is_absolute():
+            OmegaConf.update(cfg, key, hydra.utils.to_absolute_path(path), merge=False)
 
 
 def main() -> None:

@@ -126,16 +126,17 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail with one line on a missing value or an unknown task, robot or agent, before anything is built."""
+def check_config(cfg: DictConfig, agents: Mapping[str, type[Agent]] = AGENTS) -> None:
+    """Fail with one line on a missing value or an unknown task, robot or agent (one of ``agents``), before anything
+    is built."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"missing config values: {', '.join(missing)}; set them on the command line, e.g. "
                          f"{missing[0]}=...")
     task_class(cfg.env.task)
     get_robot(cfg.env.robot)
-    if cfg.agent.name not in AGENTS:
-        raise ValueError(f"unknown agent {cfg.agent.name!r}; valid agents: {', '.join(sorted(AGENTS))}")
+    if cfg.agent.name not in agents:
+        raise ValueError(f"unknown agent {cfg.agent.name!r}; valid agents: {', '.join(sorted(agents))}")
     for key in ("env.num_envs", "eval.num_envs", "eval.video_steps"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -468,11 +469,16 @@ class TrainResult:
     last_eval: dict[str, float] | None  # the summary of the latest evaluation of this process, if any
 
 
+#: builds a run's agent from ``cfg.agent`` for the training envs (default: :func:`make_run_agent`)
+AgentFactory = Callable[[DictConfig, TorchVectorEnv], Agent]
+
+
 def _agent_for_run(cfg: DictConfig, run_dir: Path, train_envs: TorchVectorEnv,
-                   extend: Callable[[Agent], None] | None = None) -> tuple[Agent, bool]:
+                   extend: Callable[[Agent], None] | None = None,
+                   make_agent_fn: AgentFactory | None = None) -> tuple[Agent, bool]:
     """The run's agent (``extend`` adds run state to it first), loaded from the run's checkpoint when there is
     one; also whether it was."""
-    agent = make_run_agent(cfg.agent, train_envs)
+    agent = (make_agent_fn or make_run_agent)(cfg.agent, train_envs)
     if extend is not None:
         extend(agent)
     checkpoint = run_dir / cfg.checkpoint.path
@@ -499,13 +505,15 @@ def prepare_run(cfg: DictConfig, run_dir: str | os.PathLike = ".") -> RunSetup:
 
 
 def open_run(cfg: DictConfig, run_dir: Path, train_envs: TorchVectorEnv, eval_envs: TorchVectorEnv,
-             eval_log: EvalLog, extend: Callable[[Agent], None] | None = None) -> RunSetup:
-    """The shared second half of preparing a run: the agent (resumed if ``run_dir`` has a checkpoint; ``extend``
-    attaches extra run state to it before loading), ``eval_log`` cut back to the checkpoint, TensorBoard and
-    ``config.yaml``. Closes the envs if anything fails."""
+             eval_log: EvalLog, extend: Callable[[Agent], None] | None = None,
+             make_agent_fn: AgentFactory | None = None) -> RunSetup:
+    """The shared second half of preparing a run: the agent (``make_agent_fn(cfg.agent, train_envs)``, default
+    :func:`make_run_agent`; resumed if ``run_dir`` has a checkpoint; ``extend`` attaches extra run state to it
+    before loading), ``eval_log`` cut back to the checkpoint, TensorBoard and ``config.yaml``. Closes the envs if
+    anything fails."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        agent, resumed = _agent_for_run(cfg, run_dir, train_envs, extend)
+        agent, resumed = _agent_for_run(cfg, run_dir, train_envs, extend, make_agent_fn)
         last_eval = eval_log.truncate(agent.n_samples)
     except BaseException:
         train_envs.close()

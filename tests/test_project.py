@@ -44,6 +44,8 @@ MODULES = [
     "hsd3_learn.spirl.collect",
     "hsd3_learn.spirl.models",
     "hsd3_learn.spirl.agents",
+    "hsd3_learn.spirl.skill_critic",
+    "hsd3_learn.spirl.train",
     "hsd3_learn.spirl.train_prior",
     "hsd3_learn.envs",
     "hsd3_learn.envs.goal_spaces",

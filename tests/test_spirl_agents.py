@@ -1,4 +1,4 @@
-"""Tests for hsd3_learn.spirl.agents: configs, observations, squashing, the KL and temperature losses, hand-checked
+"""Tests for hsd3_learn.spirl.agents and hsd3_learn.spirl.skill_critic: configs, observations, squashing, the KL and temperature losses, hand-checked
 high- and low-level targets, high-level transitions (early close, truncation), Skill-Critic's stored k, checkpoints,
 and short act/observe loops of every agent on a scripted fake vector env and on the real walker."""
 
@@ -13,11 +13,12 @@ from torch import distributions as D
 from hsd3_learn.agents.base import make_config
 from hsd3_learn.agents.sac import critic_target, temperature_loss
 from hsd3_learn.spirl.agents import (STATS_KEYS, DoubleCritic, NoPriorAgent, NoPriorConfig, SkillAgentConfig,
-                                     SkillCriticAgent, SkillCriticConfig, SkillSpaceAgent, SkillTransitions,
-                                     SPiRLAgent, SPiRLConfig, agent_observation, divergence_temperature_loss,
-                                     low_level_target, prior_initialised_net, skill_state, squash, squashed_log_prob)
+                                     SkillSpaceAgent, SkillTransitions, SPiRLAgent, SPiRLConfig, agent_observation,
+                                     divergence_temperature_loss, prior_initialised_net, skill_state, squash,
+                                     squashed_log_prob)
 from hsd3_learn.spirl.data import DatasetStats
 from hsd3_learn.spirl.models import Predictor, make_skill_model, save_skill_model
+from hsd3_learn.spirl.skill_critic import SkillCriticAgent, SkillCriticConfig, low_level_target
 
 S, A, H, NZ = 5, 3, 4, 2  # skill state, actions, skill length, latent dims
 N_JOINTS = S + 1  # the env's joints observation: the skill state plus a world x at index 1

@@ -178,7 +178,7 @@ def test_profiles_and_command_line_checks():
 
 def test_every_spirl_yaml_key_has_a_comment():
     files = sorted(CONFIG_DIR.rglob("*.yaml"))
-    assert len(files) == 11
+    assert len(files) >= 22  # collect, train_prior and train with their groups
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(r"^\s*[\w.]+:", line) and "#" not in line:

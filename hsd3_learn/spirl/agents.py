@@ -1,5 +1,6 @@
 """SPiRL's reinforcement-learning phase: SAC in the skill space of a pre-trained skill model, regularised towards
-the learned skill prior, and Skill-Critic's fine-tuned low level (spirl-spec sections 3 and 4).
+the learned skill prior (spirl-spec section 3); Skill-Critic's fine-tuned low level builds on it in
+:mod:`hsd3_learn.spirl.skill_critic` (section 4).
 
 Every H env steps the high level (HL) picks a skill z for each env; the low level (LL) turns it into actions:
 SPiRL v1 (``"spirl"`` model) plans H actions open loop once per skill, SPiRL-cl (``"spirl_cl"``) decodes
@@ -14,15 +15,6 @@ The HL learns by SAC on one transition per skill. Equations (B batch; ``r`` = ``
     (5) L(alpha) = mean_B alpha * (delta - D(s)).detach()            (alpha = exp(log_alpha), grows while D > delta)
 
 With D = log pi and delta = -target_entropy, (5) is SAC's temperature loss, so the three agents share one update.
-Skill-Critic adds a LL policy pi_L(a | s, z, k) initialised from the decoder, a frozen decoder copy p_a, the LL
-critic Q_L(s, z, k, a) and, with beta' = 1 iff the next index k' = 0 (the next step starts a new skill)::
-
-    (6) y_L = r + gamma_L * (1 - d) * [(1 - beta') min Q'_L(s', z, k', a') + beta' min Q'_H(s', z'') - alpha_L D_L],
-        a' ~ pi_L(s', z, k'),  z'' ~ pi_H(s'),  D_L = KL(pi_L(s', z, k') || p_a(s', z, k'))  (MC)
-    (7) L_piL = mean_B [alpha_L D_L(s, z, k) - min Q_L(s, z, k, a~pi_L)],  L(alpha_L) as (5) with delta_L
-
-Its two stages: ``warm_start`` (the first ``warm_start_samples`` env steps: HL policy, HL critic and LL critic
-learn, the LL acts with its mean) and ``hybrid`` (everything learns, the LL samples when exploring).
 
 **Observations.** The env gives a Dict whose ``observation`` holds the robot's joints (walker: 60, with world x),
 optional task features (``next_hurdle``, ...) and ``time``, the episode step (env wrapper ``time``, no interval).
@@ -36,20 +28,17 @@ steps or at the episode's end, d = terminated): an episode end mid-skill closes 
 ``time`` is 0 and every H steps after, per env and separately for exploring and greedy acting. After
 ``warmup_samples`` env steps, every new HL transition triggers ``updates_per_transition`` updates.
 
-Differences from ``clvrai/spirl`` and ``CeHao1/skill-critic``:
+Differences from ``clvrai/spirl``:
 
 1. A timeout is not terminal: the HL target bootstraps through it (the original counted timeouts as done).
-2. Skill-Critic stores the index k used to act; the original incremented its counter before storing, so the stored
-   k was one step ahead and beta' fired one step early.
-3. The SPiRL policy's copy of the prior net also reads the task features, through extra first-layer inputs with zero
+2. The SPiRL policy's copy of the prior net also reads the task features, through extra first-layer inputs with zero
    weights: it starts as the prior exactly and can still learn the task (the original's prior read the whole env
    observation; here the prior only knows the robot).
-4. Skill-Critic's stages run in one job (``warm_start_samples``) instead of two runs with a manual weight copy.
-5. Every MLP here (critics, the no-prior policy) is the skill model's ``Predictor`` with LayerNorm, not BatchNorm:
+3. Every MLP here (critics, the no-prior policy) is the skill model's ``Predictor`` with LayerNorm, not BatchNorm:
    no running statistics to freeze (spirl-spec section 7).
-6. States are normalised with the dataset's mean and std before any network sees them, as in offline training
+4. States are normalised with the dataset's mean and std before any network sees them, as in offline training
    (the original did not normalise; MuJoCo velocities need it).
-7. LL actions are clipped to the action bounds for the env; Skill-Critic stores and scores the unclipped action.
+5. LL actions are clipped to the env's action bounds before they are applied.
 """
 
 from __future__ import annotations
@@ -68,23 +57,22 @@ from torch import Tensor, nn
 from torch import distributions as D
 from torch.nn import functional as F
 
-from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config, mean_metrics
+from hsd3_learn.agents.base import Agent, action_bounds, frozen, make_adam, make_config, mean_metrics, \
+    optimizer_step
 from hsd3_learn.agents.sac import actor_loss, critic_loss, critic_target, polyak_update
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.spaces import flatdim
 from hsd3_learn.spirl.data import DatasetStats
-from hsd3_learn.spirl.models import Predictor, SkillModelCheckpoint, diag_gaussian, gaussian_from_params, \
-    load_skill_model, mc_kl
+from hsd3_learn.spirl.models import Predictor, SkillModelCheckpoint, gaussian_from_params, load_skill_model, mc_kl
 from hsd3_learn.utils import resolve_device
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["STATS_KEYS", "DoubleCritic", "GaussianPolicy", "NoPriorAgent", "NoPriorConfig", "SPiRLAgent",
-           "SPiRLConfig", "SkillAgentConfig", "SkillContext", "SkillContexts", "SkillCriticAgent",
-           "SkillCriticConfig", "SkillSpaceAgent", "SkillTransitions", "TimeIndexedPolicy", "agent_observation",
-           "divergence_temperature_loss", "low_level_target", "prior_initialised_net", "skill_state", "squash",
-           "squashed_log_prob"]
+           "SPiRLConfig", "SkillAgentConfig", "SkillContext", "SkillContexts", "SkillSpaceAgent", "SkillTransitions",
+           "agent_observation", "check_option", "divergence_temperature_loss", "is_int", "prior_initialised_net",
+           "skill_state", "squash", "squashed_log_prob", "step_optimizer"]
 
 #: entries of a skill checkpoint's ``stats`` the agents read: the state normalisation [S] and the indices [S] of
 #: the env's ``observation`` that form the skill state (absent: no normalisation; the observation is the state)
@@ -121,14 +109,14 @@ class SkillAgentConfig:
     def __post_init__(self) -> None:
         """Reject values that would fail later or silently do nothing."""
         for name in ("gamma", "polyak"):
-            _require(self, 0.0 <= getattr(self, name) <= 1.0, name, "must lie in [0, 1]")
+            check_option(self, 0.0 <= getattr(self, name) <= 1.0, name, "must lie in [0, 1]")
         for name in ("batch_size", "rpbuf_size", "updates_per_transition", "q_width"):
-            _require(self, _is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be a positive int")
+            check_option(self, is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be a positive int")
         for name in ("warmup_samples", "randexp_samples", "q_layers"):
-            _require(self, _is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
+            check_option(self, is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
                      "must be a non-negative int")
         for name in ("lr_pi", "lr_q", "lr_alpha", "max_action_range"):
-            _require(self, getattr(self, name) > 0, name, "must be positive")
+            check_option(self, getattr(self, name) > 0, name, "must be positive")
 
 
 @dataclass
@@ -143,8 +131,8 @@ class NoPriorConfig(SkillAgentConfig):
     def __post_init__(self) -> None:
         """Also check the policy's size."""
         super().__post_init__()
-        _require(self, _is_int(self.pi_width) and self.pi_width >= 1, "pi_width", "must be a positive int")
-        _require(self, _is_int(self.pi_layers) and self.pi_layers >= 0, "pi_layers", "must be a non-negative int")
+        check_option(self, is_int(self.pi_width) and self.pi_width >= 1, "pi_width", "must be a positive int")
+        check_option(self, is_int(self.pi_layers) and self.pi_layers >= 0, "pi_layers", "must be a non-negative int")
 
 
 @dataclass
@@ -162,37 +150,17 @@ class SPiRLConfig(SkillAgentConfig):
     def __post_init__(self) -> None:
         """Also check the KL settings."""
         super().__post_init__()
-        _require(self, _is_int(self.n_mc_samples) and self.n_mc_samples >= 1, "n_mc_samples", "must be a positive int")
-        _require(self, math.isfinite(self.target_divergence), "target_divergence", "must be finite")
+        check_option(self, is_int(self.n_mc_samples) and self.n_mc_samples >= 1, "n_mc_samples", "must be a positive int")
+        check_option(self, math.isfinite(self.target_divergence), "target_divergence", "must be finite")
 
 
-@dataclass
-class SkillCriticConfig(SPiRLConfig):
-    """Skill-Critic: SPiRL's high level plus a fine-tuned, decoder-regularised low level (fetch values)."""
-
-    warm_start_samples: int = 100_000  # env steps of the warm-start stage (about 10 % of a 1M-step budget)
-    ll_gamma: float = 0.99  # discount per env step of the low-level critic
-    ll_batch_size: int = 256  # low-level transitions per gradient step
-    ll_rpbuf_size: int = 1_000_000  # low-level replay capacity (a multiple of the number of envs)
-    ll_target_divergence: float = 100.0  # delta_L: KL(pi_L || decoder) in nats per step (maze 80, fetch 100)
-    ll_log_sigma_offset: float = -3.0  # manual_log_sigma added to the decoder's untrained log-std head
-    ll_init_log_alpha: float = 0.0  # initial log alpha_L
-
-    def __post_init__(self) -> None:
-        """Also check the low-level settings."""
-        super().__post_init__()
-        _require(self, 0.0 <= self.ll_gamma <= 1.0, "ll_gamma", "must lie in [0, 1]")
-        for name in ("ll_batch_size", "ll_rpbuf_size"):
-            _require(self, _is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be a positive int")
-        _require(self, _is_int(self.warm_start_samples) and self.warm_start_samples >= 0, "warm_start_samples",
-                 "must be a non-negative int")
-
-
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (YAML's true would pass isinstance(value, int))."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _require(cfg: Any, ok: bool, name: str, what: str) -> None:
+def check_option(cfg: Any, ok: bool, name: str, what: str) -> None:
+    """Fail with one line naming the config class, the option and what it must be."""
     if not ok:
         raise ValueError(f"{type(cfg).__name__}.{name} {what}; got {getattr(cfg, name)!r}")
 
@@ -255,23 +223,6 @@ def prior_initialised_net(prior_net: Predictor, n_extra: int) -> Predictor:
     return net
 
 
-class TimeIndexedPolicy(nn.Module):
-    """Skill-Critic's pi_L(a | s, z, k): a decoder MLP on (s, z, onehot(k)) -> (mu, log std) [B, A], with the fixed
-    ``log_sigma_offset`` added to the log std (the decoder's log-std head had no offline gradient)."""
-
-    def __init__(self, decoder: nn.Module, horizon: int, log_sigma_offset: float) -> None:
-        super().__init__()
-        self.decoder = decoder
-        self.horizon = horizon
-        self.log_sigma_offset = log_sigma_offset
-
-    def forward(self, state: Tensor, z: Tensor, k: Tensor) -> D.Independent:
-        """Gaussian over actions [B, A] for states [B, S], skills [B, nz] and step indices k [B] (long, 0..H-1)."""
-        step = F.one_hot(k.long(), self.horizon).to(state.dtype)
-        mean, log_std = self.decoder(torch.cat([state, z, step], dim=-1)).chunk(2, dim=-1)
-        return diag_gaussian(mean, log_std + self.log_sigma_offset)
-
-
 class DoubleCritic(nn.Module):
     """Q_1, Q_2 (clipped double Q): two MLPs on [x, action] -> [B, 2]."""
 
@@ -298,22 +249,6 @@ def divergence_temperature_loss(log_alpha: Tensor, divergence: Tensor,
                          f"{tuple(log_alpha.shape)} and {tuple(divergence.shape)}")
     alpha = log_alpha.exp()
     return (alpha * (target_divergence - divergence).detach()).mean(), {"alpha": alpha.detach()}
-
-
-def low_level_target(reward: Tensor, not_done: Tensor, gamma: float, boundary: Tensor, next_q_low: Tensor,
-                     next_q_high: Tensor, next_divergence: Tensor, alpha: float | Tensor) -> Tensor:
-    """(6) Skill-Critic's LL target [B]: ``r + gamma * not_done * (Q - alpha * D_L)`` with Q the LL value
-    ``next_q_low`` or, where ``boundary`` (k' = 0: a new skill starts), the HL value ``next_q_high``.
-
-    All inputs are [B]; ``boundary`` and ``not_done`` are bool. Call it without gradients.
-    """
-    for name, value in (("not_done", not_done), ("boundary", boundary), ("next_q_low", next_q_low),
-                        ("next_q_high", next_q_high), ("next_divergence", next_divergence)):
-        if reward.ndim != 1 or value.shape != reward.shape:
-            raise ValueError(f"low_level_target: reward and {name} must both be [B]; got {tuple(reward.shape)} and "
-                             f"{tuple(value.shape)}")
-    next_value = torch.where(boundary, next_q_high, next_q_low) - alpha * next_divergence
-    return reward + gamma * not_done.to(reward.dtype) * next_value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -406,7 +341,7 @@ class SkillSpaceAgent(Agent):
         its Box actions; ``cfg``: the agent's config class or a mapping of its fields (``skill_model`` required)."""
         self.cfg = make_config(self.config_class, cfg)
         super().__init__(resolve_device(self.cfg.device), writer)
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"{type(self).__name__}: num_envs must be a positive int; got {num_envs!r}")
         self.num_envs = num_envs
         self.skill = self._load_skill()
@@ -602,7 +537,7 @@ class SkillSpaceAgent(Agent):
 
     def _critic_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         loss, info = critic_loss(self.q(batch["obs"], batch["z"]), self.high_level_target(batch))
-        grad_norm = _step(self.optim["q"], loss)
+        grad_norm = step_optimizer(self.optim["q"], loss)
         return {"train/loss_q": loss.detach(), "health/grad_norm_q": grad_norm,
                 **{f"health/{name}": value for name, value in info.items()}}
 
@@ -614,22 +549,17 @@ class SkillSpaceAgent(Agent):
         with frozen(self.q):
             q = self.q(obs, squash(u, self.cfg.max_action_range)).min(dim=-1).values
             loss, _ = actor_loss(q, divergence, self.alpha)
-            grad_norm = _step(self.optim["pi"], loss)
+            grad_norm = step_optimizer(self.optim["pi"], loss)
         alpha_loss, info = divergence_temperature_loss(self.log_alpha, divergence.detach(), self.target_divergence)
-        _step(self.optim["alpha"], alpha_loss)
+        step_optimizer(self.optim["alpha"], alpha_loss)
         return {"train/loss_pi": loss.detach(), "train/loss_alpha": alpha_loss.detach(), "health/alpha": info["alpha"],
                 "health/q_pi": q.detach().mean(), "health/grad_norm_pi": grad_norm,
                 **self._divergence_metrics(divergence.detach())}
 
 
-def _step(optim: torch.optim.Optimizer, loss: Tensor) -> Tensor:
-    """Backward and step ``optim``; returns the gradient norm of its parameters."""
-    optim.zero_grad()
-    loss.backward()
-    params = [p for group in optim.param_groups for p in group["params"]]
-    grad_norm = nn.utils.clip_grad_norm_(params, math.inf)
-    optim.step()
-    return grad_norm.detach()
+def step_optimizer(optim: torch.optim.Optimizer, loss: Tensor) -> Tensor:
+    """Backward ``loss`` and step ``optim`` (no clipping); returns the gradient norm of its parameters."""
+    return optimizer_step(optim, [p for group in optim.param_groups for p in group["params"]], loss)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -679,101 +609,3 @@ class SPiRLAgent(SkillSpaceAgent):
         return {"health/kl_prior": divergence.mean()}
 
 
-class SkillCriticAgent(SPiRLAgent):
-    """Skill-Critic: SPiRL's high level plus a fine-tuned low level pi_L with its own critic Q_L (equations 6-7)."""
-
-    config_class = SkillCriticConfig
-
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, num_envs: int = 1,
-                 cfg: SkillCriticConfig | Mapping[str, Any] | None = None,
-                 writer: SummaryWriter | None = None) -> None:
-        """As :class:`SkillSpaceAgent`; the skill model must be a ``"skill_critic"`` one."""
-        super().__init__(obs_space, action_space, num_envs, cfg, writer)
-        if self.skill.kind != "skill_critic":
-            raise ValueError(f"SkillCriticAgent needs a 'skill_critic' skill model; {self.cfg.skill_model!r} is a "
-                             f"{self.skill.kind!r} one")
-        settings, decoder = self.cfg, self.skill.model.decoder
-        self.ll_policy = TimeIndexedPolicy(copy.deepcopy(decoder).requires_grad_(True), self.H,
-                                           settings.ll_log_sigma_offset).to(self.device)
-        self.ll_reference = TimeIndexedPolicy(decoder, self.H, settings.ll_log_sigma_offset)  # frozen p_a
-        n_inputs, n_actions = self.obs_dim + self.nz + self.H, self._action_low.shape[0]
-        self.ll_q = DoubleCritic(n_inputs, n_actions, settings.q_width, settings.q_layers).to(self.device)
-        self.ll_target_q = copy.deepcopy(self.ll_q).requires_grad_(False)
-        self.log_alpha_ll = torch.tensor(float(settings.ll_init_log_alpha), device=self.device, requires_grad=True)
-        self.ll_optim = {"pi": make_adam(self.ll_policy.parameters(), settings.lr_pi, self.device),
-                         "q": make_adam(self.ll_q.parameters(), settings.lr_q, self.device),
-                         "alpha": make_adam([self.log_alpha_ll], settings.lr_alpha, self.device)}
-        self.ll_buffer = ReplayBuffer(settings.ll_rpbuf_size, interleave=num_envs, device=self.device)
-        self.set_checkpoint_attr("ll_policy", "ll_q", "ll_target_q", "log_alpha_ll", "ll_optim", "ll_buffer")
-
-    @property
-    def stage(self) -> str:
-        """``"warm_start"`` for the first ``warm_start_samples`` env steps, then ``"hybrid"``."""
-        return "warm_start" if self.n_samples < self.cfg.warm_start_samples else "hybrid"
-
-    @property
-    def ll_alpha(self) -> Tensor:
-        """alpha_L as a constant (0-d)."""
-        return self.log_alpha_ll.detach().exp()
-
-    def low_level_input(self, obs: Tensor, z: Tensor, k: Tensor) -> Tensor:
-        """Q_L's input besides the action: [obs, z, onehot(k)] -> [B, D + nz + H]."""
-        return torch.cat([obs, z, F.one_hot(k.long(), self.H).to(obs.dtype)], dim=-1)
-
-    def _low_level_action(self, state: Tensor, context: SkillContext, explore: bool) -> Tensor:
-        """pi_L's action [N, A] at the acting step k: a sample when exploring in the hybrid stage, else the mean."""
-        dist = self.ll_policy(state, context.z, context.since)
-        return dist.sample() if explore and self.stage == "hybrid" else dist.mean
-
-    def _store(self, x: Tensor, context: SkillContext, reward: Tensor, terminated: Tensor, ended: Tensor,
-               next_x: Tensor) -> int:
-        """Also store the low-level step, with the k and the unclipped action it was acted with."""
-        self.ll_buffer.put_row({"obs": x, "z": context.z, "k": context.since, "action": context.action,
-                                "reward": reward, "terminated": terminated, "next_obs": next_x})
-        return super()._store(x, context, reward, terminated, ended, next_x)
-
-    def update(self) -> dict[str, Tensor]:
-        """The high-level update, then the LL critic (both stages) and the LL policy and alpha_L (hybrid only)."""
-        metrics = super().update()
-        batch = self.ll_buffer.get_batch(self.cfg.ll_batch_size)
-        loss, info = critic_loss(self.ll_q(self.low_level_input(batch["obs"], batch["z"], batch["k"]),
-                                           batch["action"]), self.low_level_critic_target(batch))
-        metrics.update({"train/loss_q_ll": loss.detach(), "health/grad_norm_q_ll": _step(self.ll_optim["q"], loss),
-                        **{f"health/{name}_ll": value for name, value in info.items()}})
-        if self.stage == "hybrid":
-            metrics.update(self._low_level_actor_and_temperature_steps(batch))
-        polyak_update(self.ll_target_q, self.ll_q, self.cfg.polyak)
-        return metrics
-
-    def _low_level_divergence(self, obs: Tensor, z: Tensor, k: Tensor) -> tuple[D.Independent, Tensor]:
-        """pi_L(.|s, z, k) and D_L [B] = MC KL(pi_L || frozen decoder)."""
-        state = obs[:, : self.state_dim]
-        dist = self.ll_policy(state, z, k)
-        return dist, mc_kl(dist, self.ll_reference(state, z, k), self.cfg.n_mc_samples)
-
-    @torch.no_grad()
-    def low_level_critic_target(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """(6) y_L [B]: k' = (k + 1) mod H; at k' = 0 the HL critic values a fresh skill z'' ~ pi_H(s')."""
-        next_obs, z = batch["next_obs"], batch["z"]
-        next_k = (batch["k"] + 1) % self.H
-        dist, divergence = self._low_level_divergence(next_obs, z, next_k)
-        next_q_low = self.ll_target_q(self.low_level_input(next_obs, z, next_k), dist.sample()).min(dim=-1).values
-        new_z = squash(self.policy(next_obs).sample(), self.cfg.max_action_range)
-        next_q_high = self.target_q(next_obs, new_z).min(dim=-1).values
-        return low_level_target(batch["reward"], ~batch["terminated"], self.cfg.ll_gamma, next_k == 0, next_q_low,
-                                next_q_high, divergence, self.ll_alpha)
-
-    def _low_level_actor_and_temperature_steps(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """(7) with Q_L frozen, then alpha_L towards delta_L."""
-        obs, z, k = batch["obs"], batch["z"], batch["k"]
-        dist, divergence = self._low_level_divergence(obs, z, k)
-        with frozen(self.ll_q):
-            q = self.ll_q(self.low_level_input(obs, z, k), dist.rsample()).min(dim=-1).values
-            loss, _ = actor_loss(q, divergence, self.ll_alpha)
-            grad_norm = _step(self.ll_optim["pi"], loss)
-        alpha_loss, info = divergence_temperature_loss(self.log_alpha_ll, divergence.detach(),
-                                                       self.cfg.ll_target_divergence)
-        _step(self.ll_optim["alpha"], alpha_loss)
-        return {"train/loss_pi_ll": loss.detach(), "train/loss_alpha_ll": alpha_loss.detach(),
-                "health/alpha_ll": info["alpha"], "health/kl_decoder": divergence.detach().mean(),
-                "health/grad_norm_pi_ll": grad_norm}
