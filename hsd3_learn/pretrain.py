@@ -20,9 +20,8 @@ import sys
 
 import hydra
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from hsd3_learn.train import DEFAULT_PRETRAIN_CONFIG, check_command_line, one_line
+from hsd3_learn.train import DEFAULT_PRETRAIN_CONFIG, check_command_line, one_line_errors
 
 __all__ = ["main"]
 
@@ -32,10 +31,8 @@ def run(cfg: DictConfig) -> None:
     """One pre-training run in the current directory: prepare (one-line errors), then train."""
     from hsd3_learn.pretraining import prepare_pretraining, pretrain
 
-    try:
+    with one_line_errors("hsd3_learn.pretrain"):
         setup = prepare_pretraining(cfg)
-    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"hsd3_learn.pretrain: error: {one_line(err)}") from None
     pretrain(setup)
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 __all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "DEFAULT_PRETRAIN_CONFIG", "PRETRAIN_SUFFIX", "absolute_input_paths",
-           "check_command_line", "experiment_kind", "experiments", "main", "one_line"]
+           "check_command_line", "experiment_kind", "experiments", "main", "one_line", "one_line_errors"]
 
 #: the Hydra config directory inside the installed package
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -120,6 +121,16 @@ def check_command_line(argv: Sequence[str], pretraining: bool = False, prog: str
             raise SystemExit(f"{prog}: error: {message}") from None
 
 
+@contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """Around preparing a run: bad input (``ValueError``, ``TypeError``, ``FileNotFoundError``, OmegaConf errors)
+    becomes ``SystemExit`` with one line ``<prog>: error: <message>`` (stderr, exit status 1)."""
+    try:
+        yield
+    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
+        raise SystemExit(f"{prog}: error: {one_line(err)}") from None
+
+
 def _check_experiment(config_name: str, default_config: str, config_dir: Path, prog: str) -> None:
     """Refuse (``SystemExit``) an experiment that another entry point runs, or, in a config directory of its own,
     any config but the entry point's."""
@@ -157,11 +168,9 @@ def run(cfg: DictConfig) -> None:
     # Imported here so that a bad command line fails in a fraction of a second, before torch and MuJoCo load.
     from hsd3_learn.training import prepare_run, train
 
-    try:
+    with one_line_errors("hsd3_learn.train"):
         absolute_input_paths(cfg)
         setup = prepare_run(cfg)
-    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"hsd3_learn.train: error: {one_line(err)}") from None
     train(setup)
 
 

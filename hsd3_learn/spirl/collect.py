@@ -27,9 +27,8 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from hsd3_learn.train import absolute_input_paths, check_command_line, one_line
+from hsd3_learn.train import absolute_input_paths, check_command_line, one_line_errors
 
 __all__ = ["CONFIG_DIR", "CONFIG_NAME", "PROG", "CollectionPlan", "check_collect_config", "collect",
            "collection_settings", "main", "prepare_collection"]
@@ -126,11 +125,9 @@ def collect(plan: CollectionPlan, progress: bool = True) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def run(cfg: DictConfig) -> None:
     """One collection in the current directory: prepare (one-line errors), then collect."""
-    try:
+    with one_line_errors(PROG):
         absolute_input_paths(cfg)
         plan = prepare_collection(cfg)
-    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"{PROG}: error: {one_line(err)}") from None
     collect(plan)
 
 

@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from hsd3_learn.train import absolute_input_paths, check_command_line, one_line
+from hsd3_learn.train import absolute_input_paths, check_command_line, one_line_errors
 
 if TYPE_CHECKING:
     from hsd3_learn.agents.base import Agent
@@ -127,11 +126,9 @@ def run(cfg: DictConfig) -> None:
     """One training run in the current directory: prepare (one-line errors), then train until done or signalled."""
     from hsd3_learn.training import train
 
-    try:
+    with one_line_errors(PROG):
         absolute_input_paths(cfg, keys=("prior.init_from",))
         setup = prepare_spirl_run(cfg)
-    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"{PROG}: error: {one_line(err)}") from None
     train(setup)
 
 

@@ -40,10 +40,9 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from hsd3_learn.spirl.collect import CONFIG_DIR
-from hsd3_learn.train import check_command_line, one_line
+from hsd3_learn.train import absolute_input_paths, check_command_line, one_line_errors
 
 __all__ = ["CONFIG_DIR", "CONFIG_NAME", "LOSS_TERMS", "PROG", "PriorResult", "PriorRun", "check_prior_config", "main",
            "prepare_prior_training", "skill_stats", "train_prior", "validate"]
@@ -314,12 +313,9 @@ def train_prior(run: PriorRun, progress: bool = True) -> PriorResult:
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def run(cfg: DictConfig) -> None:
     """One training run in the current directory: prepare (one-line errors), then train until done or signalled."""
-    try:
-        if isinstance(OmegaConf.select(cfg, "data.dir"), str) and cfg.data.dir:
-            cfg.data.dir = hydra.utils.to_absolute_path(cfg.data.dir)
+    with one_line_errors(PROG):
+        absolute_input_paths(cfg, keys=("data.dir",))
         setup = prepare_prior_training(cfg)
-    except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as err:
-        raise SystemExit(f"{PROG}: error: {one_line(err)}") from None
     train_prior(setup)
 
 
