@@ -527,3 +527,9 @@ def test_real_walker_floor_with_two_envs(tmp_path):
         assert agent.n_samples == 24 and len(agent.buffer) >= 4 and agent.n_updates > 0
     finally:
         envs.close()
+
+
+def test_skill_critic_low_level_buffer_holds_whole_vector_steps(skill_paths):
+    cfg = small_cfg(skill_paths["skill_critic"], ll_batch_size=8, ll_rpbuf_size=1000, warm_start_samples=0)
+    agent = SkillCriticAgent(OBS_SPACE, ACTION_SPACE, 3, cfg)  # 1000 is no multiple of 3 envs
+    assert agent.ll_buffer.capacity == 1002

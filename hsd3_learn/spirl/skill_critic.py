@@ -52,7 +52,7 @@ class SkillCriticConfig(SPiRLConfig):
     warm_start_samples: int = 100_000  # env steps of the warm-start stage (about 10 % of a 1M-step budget)
     ll_gamma: float = 0.99  # discount per env step of the low-level critic
     ll_batch_size: int = 256  # low-level transitions per gradient step
-    ll_rpbuf_size: int = 1_000_000  # low-level replay capacity (a multiple of the number of envs)
+    ll_rpbuf_size: int = 1_000_000  # low-level replay capacity (rounded up to a multiple of the number of envs)
     ll_target_divergence: float = 100.0  # delta_L: KL(pi_L || decoder) in nats per step (maze 80, fetch 100)
     ll_log_sigma_offset: float = -3.0  # manual_log_sigma added to the decoder's untrained log-std head
     ll_init_log_alpha: float = 0.0  # initial log alpha_L
@@ -124,7 +124,8 @@ class SkillCriticAgent(SPiRLAgent):
         self.ll_optim = {"pi": make_adam(self.ll_policy.parameters(), settings.lr_pi, self.device),
                          "q": make_adam(self.ll_q.parameters(), settings.lr_q, self.device),
                          "alpha": make_adam([self.log_alpha_ll], settings.lr_alpha, self.device)}
-        self.ll_buffer = ReplayBuffer(settings.ll_rpbuf_size, interleave=num_envs, device=self.device)
+        capacity = -(-settings.ll_rpbuf_size // num_envs) * num_envs  # the buffer stores whole vector steps
+        self.ll_buffer = ReplayBuffer(capacity, interleave=num_envs, device=self.device)
         self.set_checkpoint_attr("ll_policy", "ll_q", "ll_target_q", "log_alpha_ll", "ll_optim", "ll_buffer")
 
     @property
