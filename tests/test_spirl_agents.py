@@ -216,7 +216,11 @@ def test_squashed_log_prob_is_the_density_of_z():
     u = base.sample() * 2
     z = squash(u, 2.0)
     assert z.abs().max() < 2.0
-    reference = D.TransformedDistribution(base, [D.TanhTransform(), D.AffineTransform(0.0, 2.0)])
+    torch.testing.assert_close(z, 2.0 * torch.tanh(u / 2.0))
+    small = torch.tensor([1e-3, -1e-3])
+    torch.testing.assert_close(squash(small, 2.0), small, atol=1e-9, rtol=1e-6)  # slope 1: the prior's draws pass
+    reference = D.TransformedDistribution(base, [D.AffineTransform(0.0, 0.5), D.TanhTransform(),
+                                                 D.AffineTransform(0.0, 2.0)])
     expected = reference.log_prob(z).sum(-1)
     torch.testing.assert_close(squashed_log_prob(D.Independent(base, 1), u, 2.0), expected, atol=1e-4, rtol=1e-4)
     assert torch.isfinite(squashed_log_prob(D.Independent(base, 1), torch.full((4, 3), 30.0), 2.0)).all()

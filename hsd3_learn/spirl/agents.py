@@ -7,7 +7,7 @@ SPiRL v1 (``"spirl"`` model) plans H actions open loop once per skill, SPiRL-cl 
 ``a_t = dec(s_t, z)`` at every step, Skill-Critic's LL reads ``(s_t, z, k)`` with k = 0..H-1 the step in the skill.
 The HL learns by SAC on one transition per skill. Equations (B batch; ``r`` = ``max_action_range`` = 2)::
 
-    (1) u ~ pi(.|s) = N(mu, sigma) over [nz],  z = r * tanh(u)        (the decoder reads the squashed z)
+    (1) u ~ pi(.|s) = N(mu, sigma) over [nz],  z = r * tanh(u / r)    (the decoder reads the squashed z)
     (2) D(s) = KL(pi(.|s) || p(.|s)), Monte Carlo over 10 draws of u, clamped to +-100  (SPiRL: pre-tanh u)
         D(s) = log pi(z|s)                                            (no prior: SAC's entropy term)
     (3) y_H = R_H + gamma * (1 - d) * [min_j Q'_j(s', z') - alpha * D(s')],  z' ~ pi(s')
@@ -39,6 +39,11 @@ Differences from ``clvrai/spirl``:
 4. States are normalised with the dataset's mean and std before any network sees them, as in offline training
    (the original did not normalise; MuJoCo velocities need it).
 5. LL actions are clipped to the env's action bounds before they are applied.
+6. Skills are squashed as ``z = r tanh(u / r)``, not ``r tanh(u)``: the original's slope r = 2 at the origin doubles
+   every draw of the prior, so its "policy initialised from the prior" did not act like the prior. Measured on the
+   walker (bench/spirl.py's prior-rollout check, SPiRL-cl laptop model, 10 episodes of 1000 steps on Floor): with
+   ``r tanh(u)`` the walker fell in all of them after 180 steps on average, with ``r tanh(u / r)`` 7 of 10 lasted
+   the whole episode. The KL stays on the pre-tanh u, as in the original.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ class SkillAgentConfig:
     lr_q: float = 3e-4  # Adam learning rate of the critics
     lr_alpha: float = 3e-4  # Adam learning rate of log(alpha)
     init_log_alpha: float = 0.0  # initial log temperature
-    max_action_range: float = 2.0  # r in z = r * tanh(u)
+    max_action_range: float = 2.0  # r in z = r * tanh(u / r)
     q_width: int = 256  # critic width
     q_layers: int = 5  # critic LayerNorm blocks (q_layers + 2 linears: 5 -> kitchen's 7)
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda:N"
@@ -184,16 +189,18 @@ def agent_observation(obs: Mapping[str, Tensor], kept_entries: Tensor, stats: Da
 
 
 def squash(u: Tensor, max_range: float) -> Tensor:
-    """(1) The skill the decoder reads, ``max_range * tanh(u)``: [B, nz]."""
-    return max_range * torch.tanh(u)
+    """(1) The skill the decoder reads, ``r * tanh(u / r)`` with r = ``max_range``: [B, nz]. Its slope at 0 is 1, so
+    a draw u of the prior is the skill z = u the decoder learned, up to a squeeze of the rare |u| near r."""
+    return max_range * torch.tanh(u / max_range)
 
 
 def squashed_log_prob(dist: D.Distribution, u: Tensor, max_range: float) -> Tensor:
-    """log density [B] of z = r tanh(u) for u ~ dist: ``log dist(u) - sum log(r (1 - tanh(u)^2))``.
+    """log density [B] of z = r tanh(u / r) for u ~ dist: ``log dist(u) - sum log(1 - tanh(v)^2)``, v = u / r.
 
-    ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))`` stays finite where tanh saturates.
+    ``log(1 - tanh(v)^2) = 2 (log 2 - v - softplus(-2v))`` stays finite where tanh saturates.
     """
-    log_jacobian = math.log(max_range) + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    v = u / max_range
+    log_jacobian = 2.0 * (math.log(2.0) - v - F.softplus(-2.0 * v))
     return dist.log_prob(u) - log_jacobian.sum(dim=-1)
 
 
@@ -430,7 +437,7 @@ class SkillSpaceAgent(Agent):
         """Env actions [N, A], clipped to the bounds; new skills where ``time`` is 0 or the last one ran H steps.
 
         Skills: uniform in [-r, r] during the first ``randexp_samples`` when exploring, else policy samples when
-        exploring, else ``r * tanh(mean)``.
+        exploring, else ``r * tanh(mean / r)``.
         """
         x = self.agent_observation(obs)
         stream = "explore" if explore else "greedy"
