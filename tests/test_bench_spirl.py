@@ -14,7 +14,8 @@ import torch
 from hsd3_learn.envs.pretraining import PretrainingEnv
 from hsd3_learn.envs.wrappers import make_env
 from hsd3_learn.spirl.models import make_skill_model, save_skill_model
-from hsd3_learn.training import EVAL_COLUMNS, make_vector_envs
+from hsd3_learn.training import make_vector_envs
+from test_bench_learning import write_eval  # the fabricated eval.csv of a finished run
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 30  # episode steps of the rollout tests
@@ -50,17 +51,6 @@ def walker_skills(tmp_path_factory):
         save_skill_model(paths[kind], model, kind, model.cfg, stats)
     return paths
 
-
-def write_eval(run_dir: Path, scores: list[float], lengths: list[float]) -> None:
-    """An eval.csv with evaluations every 10 samples."""
-    run_dir.mkdir(parents=True)
-    with (run_dir / "eval.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
-        writer.writeheader()
-        for i, (score, length) in enumerate(zip(scores, lengths)):
-            writer.writerow({"samples": i * 10, "score_mean": score, "score_min": score, "score_max": score,
-                             "return_mean": score - 1, "return_min": 0, "return_max": 0, "length_mean": length,
-                             "length_min": length, "length_max": length})
 
 
 # ---------------------------------------------------------------------------------------------------- options
