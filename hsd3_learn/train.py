@@ -117,7 +117,8 @@ def check_command_line(argv: Sequence[str], pretraining: bool = False, prog: str
         try:
             compose(config_name=config_name, overrides=args.overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
-            message = _unknown_key_message(err, config_name, args.overrides) or one_line(err, kind=kind)
+            message = (_unknown_key_message(err, config_name, _group_choices(args.overrides, Path(config_dir)))
+                       or one_line(err, kind=kind))
             raise SystemExit(f"{prog}: error: {message}") from None
 
 
@@ -144,20 +145,26 @@ def _check_experiment(config_name: str, default_config: str, config_dir: Path, p
                          f"{prog} runs {', '.join(experiments(kind=kind))}")
 
 
-def _unknown_key_message(err: BaseException, config_name: str, overrides: Sequence[str] = ()) -> str | None:
+def _group_choices(overrides: Sequence[str], config_dir: Path) -> list[str]:
+    """The overrides that choose an option of a config group (``agent=spirl``, ``profile=tiny``): a key without a
+    dot naming a folder of ``config_dir``."""
+    keys = (override.split("=", 1)[0] for override in overrides)
+    return [override for override, key in zip(overrides, keys)
+            if "=" in override and "." not in key and (config_dir / key).is_dir()]
+
+
+def _unknown_key_message(err: BaseException, config_name: str, choices: Sequence[str] = ()) -> str | None:
     """For an override of a key the config does not have: the valid keys next to it (None for other errors).
 
     Must run inside ``initialize_config_dir``: it composes the experiment with the command line's config-group
-    choices only (``agent=spirl``, ``profile=tiny``: a group such as SPiRL's ``agent`` may be required) to list
-    the keys.
+    ``choices`` only (a group such as SPiRL's ``agent`` may be required) to list the keys.
     """
     cause = err.__cause__
     if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not cause.full_key:
         return None
     parent, _, _ = cause.full_key.rpartition(".")
-    choices = [o for o in overrides if "=" in o and not o.startswith(("+", "~")) and "." not in o.split("=")[0]]
     try:
-        config = compose(config_name=config_name, overrides=choices)
+        config = compose(config_name=config_name, overrides=list(choices))
     except (HydraException, OmegaConfBaseException):
         return None
     node = OmegaConf.select(config, parent) if parent else config
