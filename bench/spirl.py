@@ -4,6 +4,7 @@ Evaluation score over env steps at the ``laptop`` profile, plus a check that the
 
     python bench/spirl.py --lo PATH/checkpoint-lo.pt       # one seed of each method, 2 runs at a time
     python bench/spirl.py --report-only                    # rebuild the CSV, table and plot from the runs
+    python bench/spirl.py --report-only --conditions "8 runs at a time"   # ... saying how they were run
     python bench/spirl.py --rollouts-only                  # only the prior-rollout check on trained skill models
 
 Steps (every run goes through the project's own command lines, each in its own directory below ``--workdir``):
@@ -100,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--rollout-episodes", type=int, default=10,
                         help="episodes per arm of the prior-rollout check (default 10; 0 skips the check)")
+    parser.add_argument("--conditions", default=None,
+                        help="with --report-only: how the runs were made (how many at a time, on what), for the report's "
+                             "first line; without it that line says the concurrency was not recorded")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--report-only", action="store_true",
                       help="train nothing: rebuild the CSV, table and plot from the runs in --workdir")
@@ -120,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--samples and --jobs must be positive and --seeds must name at least one non-negative seed")
     if args.rollout_episodes < 0:
         parser.error(f"--rollout-episodes must be 0 (no check) or positive; got {args.rollout_episodes}")
+    if args.conditions is not None and not args.report_only:
+        parser.error("--conditions describes runs made earlier, so it goes with --report-only only")
     if args.rollouts_only and not args.rollout_episodes:
         parser.error("--rollouts-only needs --rollout-episodes of at least 1")
     return args
@@ -355,8 +361,12 @@ def report(args: argparse.Namespace, points: list[int], scores: dict[str, np.nda
            missing: list[tuple[str, int]]) -> str:
     """The printed table: mean score and episode length of every method per evaluation with its ratio to SAC, the
     wall clock of every step, the budgets and the commands."""
+    if args.report_only:  # the runs were made by an earlier invocation or by hand: --jobs says nothing about them
+        conditions = args.conditions or "runs made earlier (how many at a time was not recorded)"
+    else:
+        conditions = f"{args.jobs} runs at a time, 1 torch thread each, on {os.cpu_count()} CPU cores"
     lines = [f"SPiRL family vs flat SAC: walker {args.task}, profile=laptop, max_samples={args.samples} per run, "
-             f"seeds {args.seeds}, {args.jobs} runs at a time, 1 torch thread each, on {os.cpu_count()} CPU cores",
+             f"seeds {args.seeds}, {conditions}",
              "score = sum of info['score'] over an episode (hurdles cleared; falls do not subtract), mean of 10 "
              "deterministic episodes per evaluation, then mean over seeds; x/sac: the ratio of means (n/a: SAC 0)", ""]
     lines += ["score:", *comparison_table(points, scores, 3), "",

@@ -59,7 +59,7 @@ def walker_skills(tmp_path_factory):
 @pytest.mark.parametrize("argv", [["--methods", "hiro"], ["--methods", ","], ["--seeds", "a"], ["--seeds", "-1"],
                                   ["--samples", "0"], ["--jobs", "0"], ["--task", "Moon"],
                                   ["--rollout-episodes", "-1"], ["--rollouts-only", "--rollout-episodes", "0"],
-                                  ["--report-only", "--rollouts-only"]])
+                                  ["--report-only", "--rollouts-only"], ["--conditions", "8 at a time"]])
 def test_bad_options_stop_with_a_usage_error(spirl, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         spirl.parse_args(argv)
@@ -151,6 +151,16 @@ def test_report_only_writes_the_csv_table_and_plot_with_ratios_to_sac(spirl, tmp
     assert "hsd3_learn.spirl.train agent=no_prior prior.init_from=" in text
     assert "hsd3_learn.spirl.train_prior model=skill_critic" in text and "hsd3_learn.spirl.collect" in text
     assert (out / "spirl-hurdles.png").stat().st_size > 1000
+    assert "how many at a time was not recorded" in text.splitlines()[0]  # --jobs says nothing about earlier runs
+
+
+def test_report_only_states_the_given_run_conditions(spirl, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    write_eval(work / "sac_seed0", [0.0, 1.0], [20, 100])
+    spirl.main(["--workdir", str(work), "--out", str(out), "--report-only", "--jobs", "5",
+                "--conditions", "8 runs at a time on 2 cores"])
+    first = (out / "spirl-hurdles.txt").read_text().splitlines()[0]
+    assert first.endswith("seeds 0, 8 runs at a time on 2 cores") and "5 runs" not in first
 
 
 def test_report_only_without_evaluations_says_so(spirl, tmp_path):
