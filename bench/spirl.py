@@ -102,8 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rollout-episodes", type=int, default=10,
                         help="episodes per arm of the prior-rollout check (default 10; 0 skips the check)")
     parser.add_argument("--conditions", default=None,
-                        help="with --report-only: how the runs were made (how many at a time, on what), for the report's "
-                             "first line; without it that line says the concurrency was not recorded")
+                        help="with --report-only: how the runs were made (how many at a time, on what), for the "
+                             "report's first line; without it that line says the concurrency was not recorded")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--report-only", action="store_true",
                       help="train nothing: rebuild the CSV, table and plot from the runs in --workdir")

@@ -93,14 +93,13 @@ def action_bounds(action_space: Any, device: torch.device, who: str,
     return (high + low) / 2, (high - low) / 2
 
 
-def optimizer_step(optim: torch.optim.Optimizer, parameters: Any, loss: torch.Tensor,
-                   clip_grad_norm: float = 0.0) -> torch.Tensor:
-    """Backward ``loss``, clip the gradient of ``parameters`` to ``clip_grad_norm`` (0: no clipping) and step
-    ``optim``; returns the gradient norm before clipping (logged as a health metric)."""
+def optimizer_step(optim: torch.optim.Optimizer, loss: torch.Tensor, clip_grad_norm: float = 0.0) -> torch.Tensor:
+    """Backward ``loss``, clip the gradient of ``optim``'s parameters to ``clip_grad_norm`` (0: no clipping) and
+    step ``optim``; returns the gradient norm before clipping (logged as a health metric)."""
     optim.zero_grad()
     loss.backward()
     max_norm = clip_grad_norm if clip_grad_norm > 0 else math.inf
-    grad_norm = nn.utils.clip_grad_norm_(parameters, max_norm)
+    grad_norm = nn.utils.clip_grad_norm_([p for group in optim.param_groups for p in group["params"]], max_norm)
     optim.step()
     return grad_norm.detach()
 

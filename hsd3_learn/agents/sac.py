@@ -285,10 +285,6 @@ class SACAgent(Agent):
         self.n_updates += 1
         return metrics
 
-    def _step(self, name: str, module: nn.Module, loss: Tensor) -> Tensor:
-        """Backward, clip (when configured) and step the optimizer ``name``; returns the pre-clip gradient norm."""
-        return optimizer_step(self.optim[name], module.parameters(), loss, self.cfg.clip_grad_norm)
-
     def _critic_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Regress both critics on the soft target computed with the target critic."""
         with torch.no_grad():
@@ -299,7 +295,7 @@ class SACAgent(Agent):
             target = critic_target(batch["reward"], ~batch["terminated"], self.cfg.gamma, next_q_min,
                                    next_log_prob, self.alpha)
         loss, info = critic_loss(self.model.q(batch["obs"], batch["action"]), target)
-        grad_norm = self._step("q", self.model.q, loss)
+        grad_norm = optimizer_step(self.optim["q"], loss, self.cfg.clip_grad_norm)
         return {"train/loss_q": loss.detach(), "health/grad_norm_q": grad_norm,
                 **{f"health/{name}": value for name, value in info.items()}}
 
@@ -311,7 +307,7 @@ class SACAgent(Agent):
         with frozen(self.model.q):
             q_min = self.model.q(obs, self._to_env(action)).min(dim=-1).values
             loss, info = actor_loss(q_min, log_prob, self.alpha)
-            grad_norm = self._step("pi", self.model.pi, loss)
+            grad_norm = optimizer_step(self.optim["pi"], loss, self.cfg.clip_grad_norm)
         metrics = {"train/loss_pi": loss.detach(), "health/grad_norm_pi": grad_norm, "health/entropy": info["entropy"]}
         return log_prob.detach(), metrics
 

@@ -395,11 +395,6 @@ class SACMTAgent(Agent):
         self.n_updates += 1
         return metrics
 
-    def _step(self, name: str, loss: Tensor) -> Tensor:
-        """Backward, clip (when configured) and step the optimizer of network ``name``; returns the pre-clip
-        gradient norm."""
-        return optimizer_step(self.optim[name], self.model[name].parameters(), loss, self.cfg.clip_grad_norm)
-
     def _sample_next(self, next_obs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Env actions a' ~ pi(.|s') [B, A] and their log-probabilities summed over action dims [B]."""
         dist = self.model.pi(next_obs)
@@ -414,7 +409,7 @@ class SACMTAgent(Agent):
             next_q_min = self.target.q(next_obs, next_action).min(dim=-1).values
             target = critic_target(reward, not_done, self.cfg.gamma, next_q_min, next_log_prob, alpha)
         loss, info = critic_loss(self.model.q(obs, action), target)
-        grad_norm = self._step("q", loss)
+        grad_norm = optimizer_step(self.optim["q"], loss, self.cfg.clip_grad_norm)
         return {"train/loss_q": loss.detach(), "health/grad_norm_q": grad_norm,
                 **{f"health/{name}": value for name, value in info.items()}}
 
@@ -426,7 +421,7 @@ class SACMTAgent(Agent):
         with frozen(self.model.q):
             q_min = self.model.q(obs, self._to_env(action)).min(dim=-1).values
             loss, info = actor_loss(q_min, log_prob, alpha)
-            grad_norm = self._step("pi", loss)
+            grad_norm = optimizer_step(self.optim["pi"], loss, self.cfg.clip_grad_norm)
         metrics = {"train/loss_pi": loss.detach(), "health/grad_norm_pi": grad_norm, "health/entropy": info["entropy"]}
         return log_prob.detach(), metrics
 
@@ -447,6 +442,6 @@ class SACMTAgent(Agent):
             next_reachability = self.target.reachability(next_obs, next_action)
             target = reachability_target(batch["reached_goal"], batch["last_step_of_task"], next_reachability)
         loss, info = reachability_loss(self.model.reachability(obs, batch["action"]), target)
-        grad_norm = self._step("reachability", loss)
+        grad_norm = optimizer_step(self.optim["reachability"], loss, self.cfg.clip_grad_norm)
         return {"train/loss_reachability": loss.detach(), "health/grad_norm_reachability": grad_norm,
                 **{f"health/{name}": value for name, value in info.items()}}

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["STATS_KEYS", "DoubleCritic", "GaussianPolicy", "NoPriorAgent", "NoPriorConfig", "SPiRLAgent",
            "SPiRLConfig", "SkillAgentConfig", "SkillContext", "SkillContexts", "SkillSpaceAgent", "SkillTransitions",
            "agent_observation", "check_option", "divergence_temperature_loss", "is_int", "prior_initialised_net",
-           "skill_state", "squash", "squashed_log_prob", "step_optimizer"]
+           "skill_state", "squash", "squashed_log_prob"]
 
 #: entries of a skill checkpoint's ``stats`` the agents read: the state normalisation [S] and the indices [S] of
 #: the env's ``observation`` that form the skill state (absent: no normalisation; the observation is the state)
@@ -119,7 +119,7 @@ class SkillAgentConfig:
             check_option(self, is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be a positive int")
         for name in ("warmup_samples", "randexp_samples", "q_layers"):
             check_option(self, is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
-                     "must be a non-negative int")
+                         "must be a non-negative int")
         for name in ("lr_pi", "lr_q", "lr_alpha", "max_action_range"):
             check_option(self, getattr(self, name) > 0, name, "must be positive")
 
@@ -155,7 +155,8 @@ class SPiRLConfig(SkillAgentConfig):
     def __post_init__(self) -> None:
         """Also check the KL settings."""
         super().__post_init__()
-        check_option(self, is_int(self.n_mc_samples) and self.n_mc_samples >= 1, "n_mc_samples", "must be a positive int")
+        check_option(self, is_int(self.n_mc_samples) and self.n_mc_samples >= 1, "n_mc_samples",
+                     "must be a positive int")
         check_option(self, math.isfinite(self.target_divergence), "target_divergence", "must be finite")
 
 
@@ -544,7 +545,7 @@ class SkillSpaceAgent(Agent):
 
     def _critic_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         loss, info = critic_loss(self.q(batch["obs"], batch["z"]), self.high_level_target(batch))
-        grad_norm = step_optimizer(self.optim["q"], loss)
+        grad_norm = optimizer_step(self.optim["q"], loss)
         return {"train/loss_q": loss.detach(), "health/grad_norm_q": grad_norm,
                 **{f"health/{name}": value for name, value in info.items()}}
 
@@ -556,17 +557,12 @@ class SkillSpaceAgent(Agent):
         with frozen(self.q):
             q = self.q(obs, squash(u, self.cfg.max_action_range)).min(dim=-1).values
             loss, _ = actor_loss(q, divergence, self.alpha)
-            grad_norm = step_optimizer(self.optim["pi"], loss)
+            grad_norm = optimizer_step(self.optim["pi"], loss)
         alpha_loss, info = divergence_temperature_loss(self.log_alpha, divergence.detach(), self.target_divergence)
-        step_optimizer(self.optim["alpha"], alpha_loss)
+        optimizer_step(self.optim["alpha"], alpha_loss)
         return {"train/loss_pi": loss.detach(), "train/loss_alpha": alpha_loss.detach(), "health/alpha": info["alpha"],
                 "health/q_pi": q.detach().mean(), "health/grad_norm_pi": grad_norm,
                 **self._divergence_metrics(divergence.detach())}
-
-
-def step_optimizer(optim: torch.optim.Optimizer, loss: Tensor) -> Tensor:
-    """Backward ``loss`` and step ``optim`` (no clipping); returns the gradient norm of its parameters."""
-    return optimizer_step(optim, [p for group in optim.param_groups for p in group["params"]], loss)
 
 
 # --------------------------------------------------------------------------------------------------------------

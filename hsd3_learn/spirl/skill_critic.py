@@ -32,11 +32,11 @@ from torch import Tensor, nn
 from torch import distributions as D
 from torch.nn import functional as F
 
-from hsd3_learn.agents.base import frozen, make_adam
+from hsd3_learn.agents.base import frozen, make_adam, optimizer_step
 from hsd3_learn.agents.sac import actor_loss, critic_loss, polyak_update
 from hsd3_learn.replaybuffer import ReplayBuffer
 from hsd3_learn.spirl.agents import DoubleCritic, SkillContext, SPiRLAgent, SPiRLConfig, check_option, \
-    divergence_temperature_loss, is_int, squash, step_optimizer
+    divergence_temperature_loss, is_int, squash
 from hsd3_learn.spirl.models import diag_gaussian, mc_kl
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class SkillCriticConfig(SPiRLConfig):
         for name in ("ll_batch_size", "ll_rpbuf_size"):
             check_option(self, is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be a positive int")
         check_option(self, is_int(self.warm_start_samples) and self.warm_start_samples >= 0, "warm_start_samples",
-                 "must be a non-negative int")
+                     "must be a non-negative int")
 
 
 class TimeIndexedPolicy(nn.Module):
@@ -160,7 +160,8 @@ class SkillCriticAgent(SPiRLAgent):
         batch = self.ll_buffer.get_batch(self.cfg.ll_batch_size)
         loss, info = critic_loss(self.ll_q(self.low_level_input(batch["obs"], batch["z"], batch["k"]),
                                            batch["action"]), self.low_level_critic_target(batch))
-        metrics.update({"train/loss_q_ll": loss.detach(), "health/grad_norm_q_ll": step_optimizer(self.ll_optim["q"], loss),
+        grad_norm = optimizer_step(self.ll_optim["q"], loss)
+        metrics.update({"train/loss_q_ll": loss.detach(), "health/grad_norm_q_ll": grad_norm,
                         **{f"health/{name}_ll": value for name, value in info.items()}})
         if self.stage == "hybrid":
             metrics.update(self._low_level_actor_and_temperature_steps(batch))
@@ -192,10 +193,10 @@ class SkillCriticAgent(SPiRLAgent):
         with frozen(self.ll_q):
             q = self.ll_q(self.low_level_input(obs, z, k), dist.rsample()).min(dim=-1).values
             loss, _ = actor_loss(q, divergence, self.ll_alpha)
-            grad_norm = step_optimizer(self.ll_optim["pi"], loss)
+            grad_norm = optimizer_step(self.ll_optim["pi"], loss)
         alpha_loss, info = divergence_temperature_loss(self.log_alpha_ll, divergence.detach(),
                                                        self.cfg.ll_target_divergence)
-        step_optimizer(self.ll_optim["alpha"], alpha_loss)
+        optimizer_step(self.ll_optim["alpha"], alpha_loss)
         return {"train/loss_pi_ll": loss.detach(), "train/loss_alpha_ll": alpha_loss.detach(),
                 "health/alpha_ll": info["alpha"], "health/kl_decoder": divergence.detach().mean(),
                 "health/grad_norm_pi_ll": grad_norm}
