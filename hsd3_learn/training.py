@@ -47,7 +47,7 @@ import csv
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -126,9 +126,9 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def check_config(cfg: DictConfig, agents: Mapping[str, type[Agent]] = AGENTS) -> None:
-    """Fail with one line on a missing value or an unknown task, robot or agent (one of ``agents``), before anything
-    is built."""
+def check_config(cfg: DictConfig, agents: Collection[str] = AGENTS) -> None:
+    """Fail with one line on a missing value or an unknown task, robot or agent (one of the names ``agents``),
+    before anything is built."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"missing config values: {', '.join(missing)}; set them on the command line, e.g. "
